@@ -1,0 +1,52 @@
+"""Records that cross module (and process) boundaries. Frozen, so a stage cannot edit what an
+earlier stage measured; plain fields, so they pickle to a worker process and back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question about one or more images, with the answers that score it."""
+
+    suite: str
+    id: str
+    images: tuple[str, ...]  # file paths; the adapter reads them as a user's code would
+    prompt: str
+    answers: tuple[str, ...]
+    category: str  # what the question probes: colour, shape, count, object, ...
+    metric: str
+    max_tokens: int
+    keywords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    import_s: float  # importing the backend, apart from loading this model
+    load_s: float  # reading and materialising the weights, processor and tokenizer
+    size_bytes: int  # checkpoint on disk
+    content_hash: str
+    arch: str  # the checkpoint's model_type
+    quantization: str  # "4bit", "bf16", ...
+    random_weights: bool
+    peak_mlx_bytes: int
+    rss_bytes: int
+    backend: str  # the device MLX computes on: "cpu" or "gpu"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one generation produced and how long each phase took (seconds, tokens/s, bytes)."""
+
+    text: str
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float  # call to first token: image loading, preprocessing, vision encoder, prefill
+    prefill_tps: float  # prompt tokens / (prefill time), as mlx_vlm counts it
+    decode_tps: float  # tokens after the first / time after the first; nan when < 2 tokens
+    wall_s: float
+    peak_mlx_bytes: int
+    peak_rss_bytes: int
+    finish_reason: str
+    token_times: tuple[float, ...] = field(default=(), repr=False)  # seconds since the call

@@ -1,0 +1,110 @@
+"""The results schema: every column, its type and meaning, in one place, versioned.
+
+One row is one measured generation (model × suite × sample × repetition), or one error /
+unsupported / skipped record in its place. Run-level facts (environment, load time, checkpoint
+hash) are repeated on every row so that any parquet file, or a concatenation of files from
+many machines, is self-describing; parquet's dictionary encoding makes the repetition cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("ok", "error", "unsupported", "skipped")
+
+# name, type, unit / meaning
+COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("schema_version", pa.int32(), "version of this schema"),
+    ("run_id", pa.string(), "one invocation of the harness"),
+    ("recorded_at", pa.timestamp("us", tz="UTC"), "when the row was written"),
+    # what was measured
+    ("model", pa.string(), "model name as the user gave it"),
+    ("adapter", pa.string(), "backend that ran it (mlx_vlm, ...)"),
+    ("model_source", pa.string(), "path or hub id loaded"),
+    ("arch", pa.string(), "checkpoint model_type"),
+    ("quantization", pa.string(), "4bit, bf16, fp16, ..."),
+    ("random_weights", pa.bool_(), "a random-weight fixture: speed only, never quality"),
+    ("model_hash", pa.string(), "sha256 of the checkpoint's files"),
+    ("model_size_bytes", pa.int64(), "checkpoint size on disk, bytes"),
+    ("suite", pa.string(), "suite name"),
+    ("suite_kind", pa.string(), "natural or synthetic"),
+    ("suite_hash", pa.string(), "sha256 over everything that defines the suite's samples"),
+    ("sample_id", pa.string(), "sample id within the suite"),
+    ("category", pa.string(), "what the question probes"),
+    ("repeat", pa.int32(), "repetition index, 0-based"),
+    ("status", pa.string(), "ok | error | unsupported | skipped"),
+    ("error", pa.string(), "reason when status is not ok"),
+    # the exchange
+    ("prompt", pa.string(), "question text sent"),
+    ("images", pa.list_(pa.string()), "image files sent"),
+    ("answers", pa.list_(pa.string()), "accepted answers"),
+    ("output", pa.string(), "model text"),
+    ("metric", pa.string(), "metric name"),
+    ("score", pa.float64(), "metric value for this sample, 0..1"),
+    ("max_tokens", pa.int32(), "generation limit"),
+    ("finish_reason", pa.string(), "stop | length"),
+    # timings and memory
+    ("import_s", pa.float64(), "importing the backend, seconds"),
+    ("load_s", pa.float64(), "loading the model cold in a fresh process, seconds"),
+    ("prompt_tokens", pa.int32(), "prompt tokens, image tokens included"),
+    ("generated_tokens", pa.int32(), "tokens generated"),
+    ("ttft_s", pa.float64(), "call to first token, seconds (preprocessing included)"),
+    ("prefill_tps", pa.float64(), "prompt tokens per second of prefill"),
+    ("decode_tps", pa.float64(), "generated tokens after the first per second"),
+    ("wall_s", pa.float64(), "whole generation, seconds"),
+    ("peak_mlx_bytes", pa.int64(), "peak MLX allocation during this generation, bytes"),
+    ("peak_rss_bytes", pa.int64(), "peak process resident memory during this generation, bytes"),
+    ("load_peak_mlx_bytes", pa.int64(), "MLX memory held after loading, bytes"),
+    # environment
+    ("backend", pa.string(), "device MLX computed on: cpu or gpu"),
+    ("env_os", pa.string(), ""),
+    ("env_machine", pa.string(), ""),
+    ("env_cpu", pa.string(), ""),
+    ("env_cores", pa.int32(), ""),
+    ("env_ram_bytes", pa.int64(), ""),
+    ("env_python", pa.string(), ""),
+    ("env_mlx", pa.string(), ""),
+    ("env_mlx_vlm", pa.string(), ""),
+    ("env_device", pa.string(), ""),
+    ("env_metal", pa.bool_(), ""),
+    ("env_blas", pa.string(), "BLAS libraries mapped into the measuring process"),
+    ("env_host", pa.string(), ""),
+    ("harness_version", pa.string(), ""),
+    ("harness_git", pa.string(), ""),
+]
+
+SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS], metadata={"vlm_harness_schema": str(SCHEMA_VERSION)})
+NAMES = [n for n, _, _ in COLUMNS]
+DESCRIPTIONS = {n: d for n, _, d in COLUMNS}
+
+# A sample is measured once per (model, suite, suite_hash, sample, repeat): the resume key.
+KEY = ("model", "suite", "suite_hash", "sample_id", "repeat")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def normalise(row: dict[str, Any]) -> dict[str, Any]:
+    """Check a row against the schema: unknown names are a bug, missing ones are null."""
+    unknown = set(row) - set(NAMES)
+    if unknown:
+        raise KeyError(f"columns not in results schema v{SCHEMA_VERSION}: {sorted(unknown)}")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {row.get('status')!r}")
+    out = {n: _clean(row.get(n)) for n in NAMES}
+    out["schema_version"] = SCHEMA_VERSION
+    return out
+
+
+def to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist([normalise(r) for r in rows], schema=SCHEMA)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness.schema import SCHEMA_VERSION
+from harness.store import ResultsStore, SchemaMismatch, read_results
+
+
+def row(i, status="ok", **kw):
+    return {"run_id": "r", "model": "m", "suite": "s", "suite_hash": "h", "sample_id": f"x{i}", "repeat": 0,
+            "status": status, "decode_tps": float(i), **kw}
+
+
+def test_append_read_and_consolidate(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    store.append([row(0)])
+    store.append([row(1), row(2)])
+    assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 2
+    df = store.read()
+    assert list(df["sample_id"]) == ["x0", "x1", "x2"]
+    assert set(df["schema_version"]) == {SCHEMA_VERSION}
+    path = store.consolidate()
+    assert not list((tmp_path / "run" / "parts").glob("*.parquet"))
+    assert len(read_results(path)) == 3
+    # A store reopened after consolidation continues appending without clobbering.
+    again = ResultsStore(tmp_path / "run")
+    again.append([row(3)])
+    assert len(again.read()) == 4
+
+
+def test_duplicate_rows_from_an_interrupted_consolidation_are_dropped(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    store.append([row(0, decode_tps=1.0)])
+    store.consolidate()
+    store.append([row(0, decode_tps=2.0)])  # same key written again, as if parts survived
+    df = read_results(tmp_path / "run")
+    assert len(df) == 1
+    assert df["decode_tps"].iloc[0] == 2.0
+
+
+def test_unknown_column_and_bad_status_are_refused(tmp_path):
+    store = ResultsStore(tmp_path / "run")
+    with pytest.raises(KeyError, match="not in results schema"):
+        store.append([row(0, made_up=1)])
+    with pytest.raises(ValueError, match="status"):
+        store.append([row(0, status="fine")])
+
+
+def test_other_schema_version_is_refused_with_a_clear_message(tmp_path):
+    table = pa.table({"x": [1]}).replace_schema_metadata({"vlm_harness_schema": "999"})
+    pq.write_table(table, tmp_path / "old.parquet")
+    with pytest.raises(SchemaMismatch, match="v999"):
+        read_results(tmp_path / "old.parquet")
+
+
+def test_missing_results_path_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results"):
+        read_results(tmp_path / "nope")
