@@ -1,0 +1,31 @@
+"""Model adapters: one module per backend, registered by name.
+
+An adapter loads one model in the worker process, generates for one sample at a time with
+streaming timings, and closes. Errors it raises become error rows; `Unsupported` becomes an
+"unsupported" row (for example several images on a model that takes one).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from harness.models import ModelSpec
+from harness.records import LoadStats, Measurement, Sample
+from harness.registry import Registry
+
+
+class Unsupported(Exception):
+    """The model cannot take this sample (not a failure of the model or the harness)."""
+
+
+class Adapter(Protocol):
+    def __init__(self, spec: ModelSpec, path: str) -> None: ...
+
+    def load(self) -> LoadStats: ...
+
+    def generate(self, sample: Sample, max_tokens: int) -> Measurement: ...
+
+    def close(self) -> None: ...
+
+
+ADAPTERS: Registry[type[Adapter]] = Registry("adapter", "harness.adapters")
