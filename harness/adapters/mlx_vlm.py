@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -56,15 +57,23 @@ class MlxVlmAdapter:
             return path
         if path.is_absolute() or self.path.startswith("."):
             raise ModelError(f"checkpoint directory {path} does not exist")
-        try:  # a hub id already in the local cache loads without a hub
-            from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download
 
+        try:  # a hub id already in the local cache loads without a hub
             return Path(snapshot_download(self.path, local_files_only=True))
         except Exception:
+            pass
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
             raise ModelError(
-                f"model {self.path!r} is not on disk and cannot be downloaded here (no hub access or "
-                "HF_HUB_OFFLINE set). On a machine with a hub: `hf download "
-                f"{self.path}`, or pass a local checkpoint directory"
+                f"model {self.path!r} is not in the local cache and HF_HUB_OFFLINE is set; "
+                f"download it where a hub is reachable (`hf download {self.path}`) or pass a checkpoint directory"
+            )
+        try:  # downloaded before the load timer starts: load_s never includes the network
+            return Path(snapshot_download(self.path))
+        except Exception as e:
+            raise ModelError(
+                f"model {self.path!r} is not on disk and could not be downloaded ({type(e).__name__}); "
+                "check the id and your network, or pass a local checkpoint directory"
             ) from None
 
     def load(self) -> LoadStats:

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.commands import command
+
+
+def configure(r: argparse.ArgumentParser) -> None:
+    r.add_argument("--model", "-m", action="append", help="model name, checkpoint directory or hub id (repeatable; default: every offline fixture)")
+    r.add_argument("--suite", "-s", action="append", help="suite name or .toml path (repeatable; default: synthetic-shapes and natural)")
+    r.add_argument("--out", help="directory of runs (default: reports/runs)")
+    r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
+    r.add_argument("--resume", action="store_true", help="continue the latest run (or --run-id), skipping finished samples")
+    r.add_argument("--repeats", type=int, default=1, help="measure each sample N times (default 1)")
+    r.add_argument("--warmup", type=int, default=1, help="untimed generations per model before measuring (default 1)")
+    r.add_argument("--limit", type=int, help="use only the first N samples of each suite")
+    r.add_argument("--max-tokens", type=int, help="override every suite's generation limit")
+    r.add_argument("--timeout", type=float, default=600.0, help="seconds one sample may take before its worker is stopped (default 600)")
+    r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
+    r.add_argument("--report", help="where to write the HTML report (default: <run>/report.html)")
+    r.add_argument("--no-progress", action="store_true", help="no progress output")
+
+
+@command("run", "benchmark models on suites; write parquet and an HTML report", configure)
+def run(args: argparse.Namespace) -> int:
+    from harness.models import default_models
+    from harness.report import render
+    from harness.tester import DEFAULT_SUITES, VLMTester
+
+    tester = VLMTester(
+        args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
+        limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
+        fixtures_root=Path(args.fixtures) if args.fixtures else None,
+    )
+    models = args.model or default_models()
+    suites = args.suite or list(DEFAULT_SUITES)
+    print(f"run {tester.run_id}: {len(models)} model(s) × {len(suites)} suite(s) → {tester.run_dir}", file=sys.stderr)
+    df = tester.run(models, suites)
+    report = Path(args.report) if args.report else tester.run_dir / "report.html"
+    render(df, report, title=f"VLM benchmark {tester.run_id}", sources=[str(tester.run_dir / "results.parquet")])
+    counts = df["status"].value_counts().to_dict()
+    print(f"results: {tester.run_dir / 'results.parquet'}")
+    print(f"report:  {report}")
+    print("rows:    " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0 if counts.get("ok", 0) else 1

@@ -1,0 +1,69 @@
+"""Summary statistics shared by the report, the gate and the speed tables.
+
+Pure functions of arrays; seeded where random, so a report rendered twice is identical.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Two-sided 95 % Student t quantiles for small n (df = n - 1); normal beyond.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t95(df: int) -> float:
+    if df <= 0:
+        return math.nan
+    keys = [k for k in _T95 if k <= df]
+    return _T95[max(keys)] if df <= 120 else 1.960
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    std: float  # sample standard deviation (ddof=1); nan for n < 2
+    median: float
+    ci_low: float  # 95 % interval of the mean (Student t)
+    ci_high: float
+    cv: float  # std / mean: a run whose cv is high is noisy
+
+    @property
+    def noisy(self) -> bool:
+        return not math.isnan(self.cv) and self.cv > NOISY_CV
+
+
+NOISY_CV = 0.10
+
+
+def describe(values: Sequence[float] | np.ndarray) -> Summary:
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = float(v.mean())
+    std = float(v.std(ddof=1)) if n > 1 else math.nan
+    half = t95(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    cv = std / mean if n > 1 and mean else math.nan
+    return Summary(n, mean, std, float(np.median(v)), mean - half, mean + half, cv)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (accuracy: mean of per-sample scores)."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return (math.nan, math.nan)
+    if np.all(v == v[0]):
+        return (float(v[0]), float(v[0]))
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
