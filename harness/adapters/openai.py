@@ -1,0 +1,256 @@
+"""Any server that speaks OpenAI's chat completions (mlx_vlm.server, LM Studio, Ollama, vLLM).
+
+Images go as PNG data URIs after harness.images, so a served model sees the same pixels as an
+in-process one. The answer is streamed (server-sent events) so the client can time the first token
+and the decode rate itself; what the server says about itself (usage, llama.cpp-style `timings`)
+goes into separate server_* columns, never mixed with the client's figures. Standard library only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.adapters import ADAPTERS
+from harness.fixtures.common import MANIFEST, content_hash, dir_size
+from harness.images import load_images, record_json, to_data_uri
+from harness.memory import peak_rss_bytes
+from harness.models import ModelError, ModelSpec
+from harness.records import LoadStats, Measurement, Sample
+
+
+class ServerError(RuntimeError):
+    """The server failed this request; the message says how (down, slow, HTTP error, bad stream)."""
+
+
+def api_base(base_url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path prefix ending in /v1) from a base URL given with or without /v1."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ModelError(f"base_url {base_url!r} must look like http://host:port/v1")
+    prefix = parts.path.rstrip("/")
+    if not prefix.endswith("/v1"):
+        prefix += "/v1"
+    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), prefix
+
+
+@ADAPTERS.register("openai")
+class OpenAIAdapter:
+    def __init__(self, spec: ModelSpec, path: str) -> None:
+        if not spec.base_url:
+            raise ModelError(f"model {spec.name}: adapter 'openai' needs base_url in its model file")
+        self.spec = spec
+        self.path = path
+        self.scheme, self.host, self.port, self.prefix = api_base(spec.base_url)
+        self.api_model = spec.api_model or path  # a served fixture is known by its directory
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout)
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.spec.api_key_env and os.environ.get(self.spec.api_key_env):
+            h["Authorization"] = f"Bearer {os.environ[self.spec.api_key_env]}"
+        return h
+
+    def _where(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}{self.prefix}"
+
+    # -- adapter protocol ------------------------------------------------------------------------
+    def load(self) -> LoadStats:
+        """No weights to load: check that the server answers, and describe the checkpoint if local."""
+        t0 = time.perf_counter()
+        conn = self._connect(min(self.spec.timeout_s, 30.0))
+        try:
+            conn.request("GET", f"{self.prefix}/models", headers=self._headers())
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status >= 500 or resp.status in (401, 403):
+                raise ServerError(f"server at {self._where()} answered GET /models with HTTP {resp.status}")
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerError(f"cannot reach the server at {self._where()} ({type(e).__name__}: {e}); "
+                              "is it running, and is base_url right?") from None
+        finally:
+            conn.close()
+        probe_s = time.perf_counter() - t0
+        ckpt = Path(self.path)
+        config, manifest = {}, {}
+        if ckpt.is_dir():  # served from a directory on this machine: record what it is
+            if (ckpt / "config.json").exists():
+                config = json.loads((ckpt / "config.json").read_text())
+            if (ckpt / MANIFEST).exists():
+                manifest = json.loads((ckpt / MANIFEST).read_text())
+        from harness.adapters.mlx_vlm import _quantization
+
+        return LoadStats(
+            import_s=0.0,
+            load_s=probe_s,  # the server loaded the model earlier; this is the reachability probe
+            size_bytes=dir_size(ckpt) if ckpt.is_dir() else 0,
+            content_hash=(manifest.get("content_hash") or content_hash(ckpt)) if ckpt.is_dir() else "",
+            arch=config.get("model_type", ""),
+            quantization=self.spec.quantization or (_quantization(config) if config else ""),
+            random_weights=bool(manifest.get("random_weights", False)),
+            peak_mlx_bytes=0,
+            rss_bytes=peak_rss_bytes(),
+            backend="server",
+        )
+
+    def _body(self, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, Any]:
+        return {
+            "model": self.api_model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self.spec.temperature,
+            "top_p": self.spec.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    def generate(self, sample: Sample, max_tokens: int) -> Measurement:
+        images, records = load_images(sample.images, self.spec.images)
+        content: list[dict[str, Any]] = [{"type": "text", "text": sample.prompt}]
+        content += [{"type": "image_url", "image_url": {"url": to_data_uri(im)}} for im in images]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        # Multi-turn: earlier turns are answered first, untimed, and the model's own answers go
+        # back as the history, as the in-process adapter does.
+        turn_outputs: list[str] = []
+        for question in sample.turns:
+            answer = self._request(self._body(messages, max_tokens)).text.strip()
+            turn_outputs.append(answer)
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+        m = self._request(self._body(messages, max_tokens))
+        return replace(m, preprocessing=record_json(records, self.spec.images), turn_outputs=tuple(turn_outputs))
+
+    def _request(self, body: dict[str, Any]) -> Measurement:
+        timeout = self.spec.timeout_s
+        # From sending the request: images are decoded beforehand, as in the in-process adapter.
+        t0 = time.perf_counter()
+        deadline = t0 + timeout
+        conn = self._connect(timeout)
+        try:
+            try:
+                conn.request("POST", f"{self.prefix}/chat/completions", body=json.dumps(body).encode(),
+                             headers=self._headers())
+                resp = conn.getresponse()
+            except TimeoutError:
+                raise ServerError(f"no answer from {self._where()} within {timeout:g} s (timeout_s)") from None
+            except (OSError, http.client.HTTPException) as e:
+                raise ServerError(f"cannot reach the server at {self._where()} ({type(e).__name__}: {e})") from None
+            if resp.status != 200:
+                detail = resp.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+                raise ServerError(f"HTTP {resp.status} {resp.reason} from {self._where()}: {detail}")
+            ctype = resp.getheader("Content-Type", "")
+            if "text/event-stream" in ctype:
+                out = self._read_stream(resp, t0, deadline)
+            else:  # a server that ignores stream=true answers in one piece: no per-token timing
+                out = self._read_whole(resp, t0)
+        finally:
+            conn.close()
+        wall = time.perf_counter() - t0
+        times, text, usage, timings, finish = out
+        n = len(times)
+        usage = usage or {}
+        timings = timings or {}
+        prompt_tokens = usage.get("prompt_tokens")
+        # Client-side decode rate over the text chunks it saw (one per token on the servers we know).
+        decode = (n - 1) / (times[-1] - times[0]) if n >= 2 and times[-1] > times[0] else math.nan
+        ttft = times[0] if times else math.nan
+        return Measurement(
+            text=text,
+            prompt_tokens=int(prompt_tokens or 0),  # only the server can count these
+            # The server's count when it gives one: a token that ends mid-character arrives as no text.
+            generated_tokens=_int(usage.get("completion_tokens")) or n,
+            ttft_s=ttft,
+            prefill_tps=prompt_tokens / ttft if prompt_tokens and ttft > 0 else math.nan,
+            decode_tps=decode,
+            wall_s=wall,
+            peak_mlx_bytes=0,
+            peak_rss_bytes=0,
+            finish_reason=finish or "",
+            token_times=tuple(times),
+            server_prompt_tokens=_int(usage.get("prompt_tokens")),
+            server_completion_tokens=_int(usage.get("completion_tokens")),
+            server_prefill_s=_float(timings.get("prompt_ms"), 1e-3),
+            server_prefill_tps=_float(timings.get("prompt_per_second")),
+            server_decode_tps=_float(timings.get("predicted_per_second")),
+        )
+
+    def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float) -> tuple:
+        times: list[float] = []
+        pieces: list[str] = []
+        usage = timings = None
+        finish = None
+        done = False
+        while True:
+            if time.perf_counter() > deadline:
+                raise ServerError(f"the answer took longer than {self.spec.timeout_s:g} s (timeout_s); "
+                                  f"{len(times)} token(s) received")
+            try:
+                raw = resp.readline()
+            except TimeoutError:
+                raise ServerError(f"the stream from {self._where()} stalled for {self.spec.timeout_s:g} s "
+                                  f"(timeout_s) after {len(times)} token(s)") from None
+            except (OSError, http.client.HTTPException) as e:
+                raise ServerError(f"the stream broke after {len(times)} token(s) ({type(e).__name__}: {e})") from None
+            if not raw:
+                break
+            line = raw.decode("utf-8", "replace").strip()
+            if not line.startswith("data:"):
+                continue  # blank separators, comments, event: lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError as e:
+                raise ServerError(f"malformed JSON in the stream after {len(times)} token(s): {e}: {data[:80]!r}") from None
+            if not isinstance(chunk, dict):
+                raise ServerError(f"unexpected stream chunk (not an object): {data[:80]!r}")
+            if "error" in chunk:
+                raise ServerError(f"the server reported an error mid-stream: {str(chunk['error'])[:200]}")
+            now = time.perf_counter() - t0
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    pieces.append(delta["content"])
+                    times.append(now)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            usage = chunk.get("usage") or usage
+            timings = chunk.get("timings") or timings
+        if not done and finish is None:
+            raise ServerError(f"the stream ended before the answer finished (no finish_reason, no [DONE]) after "
+                              f"{len(times)} token(s)")
+        return times, "".join(pieces), usage, timings, finish
+
+    def _read_whole(self, resp: http.client.HTTPResponse, t0: float) -> tuple:
+        raw = resp.read()
+        now = time.perf_counter() - t0
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+            raise ServerError(f"malformed JSON answer ({type(e).__name__}): {raw[:80]!r}") from None
+        return ([now] if text else []), text, data.get("usage"), data.get("timings"), choice.get("finish_reason")
+
+    def close(self) -> None:
+        pass
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _float(v: Any, scale: float = 1.0) -> float | None:
+    return float(v) * scale if isinstance(v, int | float) and not isinstance(v, bool) else None

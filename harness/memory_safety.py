@@ -1,0 +1,195 @@
+"""Refuse a model or a request that will not fit in memory, before anything is allocated.
+
+A 7B model on a 8 GB Mac does not fail cleanly: it swaps for minutes or is killed by the OS.
+So before loading, and before each request, we estimate what the step needs and compare it with
+what the machine can give. The estimate is deliberately simple and errs high:
+
+- weights: the checkpoint's *.safetensors sizes on disk (what MLX maps), else the model file's
+  `weight_bytes`, else `params_b` × bits per weight;
+- KV cache: 2 (keys and values) × layers × KV heads × head dim × context tokens × bytes per
+  element, from config.json (the text config for VLMs); context = prompt + max_tokens;
+- image activations (rough): per image, vision tokens × vision hidden size × 4 bytes × 16 (the
+  layers' intermediates alive at once) plus one full attention matrix, vision tokens² × heads × 4
+  bytes. Windowed attention (Qwen2.5-VL) needs less; the bound is an upper one on purpose.
+
+Available memory: psutil's `available` RAM; on Apple Silicon also the Metal working-set limit
+(`max_recommended_working_set_size`), minus what MLX already holds. A margin (default 10 %, at
+least 512 MB; `VLM_HARNESS_MEMORY_MARGIN` as a fraction) is kept back for the OS and the process.
+`VLM_HARNESS_MEMORY_CHECK=0` turns the check off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GB = 1e9
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+PATCH = 14  # pixels per vision patch side in all four seed architectures (Qwen: 14, merged 2×2 later)
+DEFAULT_CONTEXT = 2048  # prompt tokens assumed at load time when nothing says more
+TEXT_CHARS_PER_TOKEN = 3  # a generous tokens-per-character guess for the text part of a prompt
+
+
+class WontFit(Exception):
+    """The step needs more memory than the machine can give; the message says how much of each."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    weights: int
+    kv_cache: int
+    activations: int
+    context_tokens: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.activations
+
+    def describe(self) -> str:
+        return (f"weights {self.weights / GB:.2f} GB + KV cache {self.kv_cache / GB:.2f} GB for {self.context_tokens:,} "
+                f"tokens + image activations {self.activations / GB:.2f} GB = {self.total / GB:.2f} GB")
+
+
+def enabled() -> bool:
+    return os.environ.get("VLM_HARNESS_MEMORY_CHECK", "1").lower() not in ("0", "false", "no")
+
+
+def _margin(budget: int) -> int:
+    try:
+        frac = float(os.environ.get("VLM_HARNESS_MEMORY_MARGIN", "0.1"))
+    except ValueError:
+        frac = 0.1
+    return max(int(budget * frac), 512 * 1024 * 1024)
+
+
+def available_bytes() -> tuple[int, str]:
+    """What a new allocation can use now, and where that figure came from."""
+    import psutil
+
+    avail = int(psutil.virtual_memory().available)
+    source = "available RAM"
+    try:
+        import mlx.core as mx
+
+        if mx.metal.is_available():
+            info = mx.metal.device_info() if hasattr(mx.metal, "device_info") else mx.device_info()
+            limit = int(info.get("max_recommended_working_set_size", 0))
+            if limit:
+                metal = limit - int(mx.get_active_memory())
+                if metal < avail:
+                    avail, source = metal, "Metal working-set limit"
+    except Exception:  # no MLX or no Metal: RAM is the limit
+        pass
+    return avail, source
+
+
+def budget_bytes() -> tuple[int, str]:
+    avail, source = available_bytes()
+    return max(0, avail - _margin(avail)), source
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    text = config.get("text_config") or {}
+    merged = {**config, **text} if isinstance(text, dict) else dict(config)
+    return merged
+
+
+def kv_bytes_per_token(config: dict[str, Any]) -> int:
+    c = _text_config(config)
+    layers = int(c.get("num_hidden_layers") or 0)
+    heads = int(c.get("num_attention_heads") or 0)
+    kv_heads = int(c.get("num_key_value_heads") or heads or 0)
+    hidden = int(c.get("hidden_size") or 0)
+    head_dim = int(c.get("head_dim") or (hidden // heads if heads else 0))
+    dtype = str(c.get("torch_dtype") or config.get("torch_dtype") or "float16")
+    # Quantized checkpoints compute (and cache) in the activation dtype, 2 bytes for all of these.
+    per = _DTYPE_BYTES.get(dtype, 2)
+    return 2 * layers * kv_heads * head_dim * per
+
+
+def image_tokens(size: tuple[int, int]) -> int:
+    w, h = size
+    return math.ceil(w / PATCH) * math.ceil(h / PATCH)
+
+
+def activation_bytes(config: dict[str, Any], sizes: list[tuple[int, int]]) -> int:
+    vision = config.get("vision_config") or {}
+    hidden = int(vision.get("hidden_size") or vision.get("embed_dim") or 1024)
+    heads = int(vision.get("num_attention_heads") or vision.get("num_heads") or 16)
+    worst = 0
+    for size in sizes:  # images are encoded one after another: the largest one bounds the peak
+        n = image_tokens(size)
+        worst = max(worst, n * hidden * 4 * 16 + n * n * heads * 4)
+    return worst
+
+
+def weight_bytes(checkpoint: Path | None, declared: int = 0, params_b: float = 0.0, quantization: str = "") -> int:
+    if checkpoint is not None and checkpoint.is_dir():
+        on_disk = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+        if on_disk:
+            return on_disk
+    if declared:
+        return declared
+    if params_b:
+        bits = 4 if "4" in quantization else 8 if "8" in quantization else 16
+        return int(params_b * 1e9 * bits / 8)
+    return 0
+
+
+def read_config(checkpoint: Path | None) -> dict[str, Any]:
+    if checkpoint is None:
+        return {}
+    try:
+        return json.loads((checkpoint / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def prompt_tokens(prompt: str, image_sizes: list[tuple[int, int]]) -> int:
+    return len(prompt) // TEXT_CHARS_PER_TOKEN + 16 + sum(image_tokens(s) for s in image_sizes)
+
+
+def check(estimate: Estimate, what: str) -> Estimate:
+    """Raise WontFit when `estimate` exceeds the budget; return it otherwise."""
+    if not enabled():
+        return estimate
+    budget, source = budget_bytes()
+    if estimate.total > budget:
+        raise WontFit(
+            f"{what} will not fit in memory: needs about {estimate.describe()}, but only {budget / GB:.2f} GB "
+            f"can be given ({source}, less a safety margin); use a smaller model, quantization, max_tokens or "
+            "image max_size, or set VLM_HARNESS_MEMORY_CHECK=0 to try anyway"
+        )
+    return estimate
+
+
+def check_load(name: str, checkpoint: Path | None, *, declared_bytes: int = 0, params_b: float = 0.0,
+               quantization: str = "", max_tokens: int = 0, image_size: int = 0) -> Estimate:
+    """Before loading: weights, plus the cache and activations of one typical full request."""
+    config = read_config(checkpoint)
+    context = DEFAULT_CONTEXT + max_tokens
+    sizes = [(image_size, image_size)] if image_size else []
+    est = Estimate(
+        weights=weight_bytes(checkpoint, declared_bytes, params_b, quantization),
+        kv_cache=kv_bytes_per_token(config) * context,
+        activations=activation_bytes(config, sizes) if config else 0,
+        context_tokens=context,
+    )
+    return check(est, f"model {name}")
+
+
+def check_request(name: str, config: dict[str, Any], prompt: str, image_sizes: list[tuple[int, int]],
+                  max_tokens: int) -> Estimate:
+    """Before one request, with the weights already loaded (so already out of `available`)."""
+    context = prompt_tokens(prompt, image_sizes) + max_tokens
+    est = Estimate(
+        weights=0,
+        kv_cache=kv_bytes_per_token(config) * context,
+        activations=activation_bytes(config, image_sizes),
+        context_tokens=context,
+    )
+    return check(est, f"this request to {name}")
