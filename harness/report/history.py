@@ -1,0 +1,56 @@
+"""Runs side by side: the latest run against the one before it (deltas and significance, by
+the gate's own tests) and a summary of every stored run, oldest first."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.gate import GateResult, compare, incomparable
+from harness.report.tables import accuracy, measured
+
+
+def run_order(df: pd.DataFrame) -> list[str]:
+    """Run ids by when their first row was recorded (ids sort by time too, as a fallback)."""
+    if "run_id" not in df or df["run_id"].nunique() == 0:
+        return []
+    if "recorded_at" in df and df["recorded_at"].notna().any():
+        first = df.groupby("run_id")["recorded_at"].min().sort_values(kind="stable")
+        return list(first.index)
+    return sorted(df["run_id"].dropna().unique())
+
+
+def history(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run × model: when, where, median timings and accuracy with its interval."""
+    order = run_order(df)
+    ok = measured(df)
+    ok = ok[ok["status"] == "ok"]
+    rows = []
+    for run in order:
+        r = ok[ok["run_id"] == run]
+        for model, g in r.groupby("model"):
+            a = accuracy(g)
+            when = g["recorded_at"].min() if "recorded_at" in g else None
+            rows.append({
+                "run_id": run, "when": when.strftime("%Y-%m-%d %H:%M") if pd.notna(when) else "",
+                "host": ", ".join(sorted(map(str, g["env_host"].dropna().unique()))) if "env_host" in g else "",
+                "model": model, "n": int(len(g)),
+                "decode_tps": float(g["decode_tps"].median()) if g["decode_tps"].notna().any() else math.nan,
+                "ttft_ms": float(g["ttft_s"].median()) * 1e3 if g["ttft_s"].notna().any() else math.nan,
+                "accuracy": a["mean"], "acc_lo": a["lo"], "acc_hi": a["hi"],
+            })
+    return pd.DataFrame(rows)
+
+
+def latest_vs_previous(df: pd.DataFrame) -> tuple[str, str, GateResult, list[str]] | None:
+    """(previous run, latest run, comparison, warnings) when there are two runs or more.
+
+    The report compares even across machines, which a gate refuses; it says so instead."""
+    order = run_order(df)
+    if len(order) < 2:
+        return None
+    prev, last = order[-2], order[-1]
+    b, c = df[df["run_id"] == prev], df[df["run_id"] == last]
+    warnings = [p for p in incomparable(b, c) if p.startswith("environment differs")]
+    return prev, last, compare(b, c, check_environment=False), warnings
