@@ -1,4 +1,4 @@
-"""Sessions: bench (the offline benchmark), tests, lint."""
+"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests, lint."""
 
 from __future__ import annotations
 
@@ -17,6 +17,30 @@ def bench(session: nox.Session) -> None:
     session.run("vlm-harness", "fixtures", "build")
     args = session.posargs or ["--limit", "20"]
     session.run("vlm-harness", "run", *args)
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """Compare the latest run in reports/runs against reports/baseline; fails on a significant
+    regression, writes reports/gate.md (for a pull-request comment) and reports/gate.json.
+    Extra arguments go to `vlm-harness gate`, e.g. `nox -s gate -- --factor 1.2`; `-- --promote`
+    makes the latest run the baseline when it passes (or when there is none yet)."""
+    from pathlib import Path
+
+    missing = not (Path("reports/baseline") / "results.parquet").exists()
+    if missing and not {"--baseline", "--promote"} & set(session.posargs):
+        session.skip("no baseline at reports/baseline: promote a run with "
+                     "`vlm-harness baseline update reports/runs/<run>` (or pass -- --baseline PATH)")
+    session.install("-e", ".")
+    session.run("vlm-harness", "gate", "--markdown", "reports/gate.md", "--json", "reports/gate.json", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """The harness's own cost: the same samples through the harness, a bare mlx_vlm loop and one
+    `python -m mlx_vlm.generate` per sample; prints overhead and speed-up with spread (~1 min)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

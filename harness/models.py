@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from harness.images import ImageLimits
 from harness.paths import project_root
 
 
@@ -27,6 +28,19 @@ class ModelSpec:
     description: str = ""
     max_tokens: int = 0  # 0: the suite's limit
     temperature: float = 0.0
+    top_p: float = 1.0
+    quantization: str = ""  # as published ("4bit", "bf16"); the checkpoint's config wins when loaded
+    aliases: tuple[str, ...] = ()  # short names that resolve to this model
+    # For the memory check before a checkpoint is on disk (harness/memory_safety.py).
+    params_b: float = 0.0  # approximate parameter count, billions
+    weight_bytes: int = 0  # approximate size of the weights, bytes
+    # [images] table: resize and limits (harness/images.py)
+    images: ImageLimits = ImageLimits()
+    # adapter = "openai": the server, and how long one request may take
+    base_url: str = ""
+    api_model: str = ""  # the name the server knows the model by (default: source)
+    api_key_env: str = ""  # environment variable holding a bearer token, if the server wants one
+    timeout_s: float = 120.0
 
     @property
     def is_fixture(self) -> bool:
@@ -53,7 +67,56 @@ def parse_model_file(path: Path) -> ModelSpec:
     data.setdefault("name", path.stem)
     if "source" not in data:
         raise ModelError(f"{path}: missing required field 'source' (a directory, hub id or fixture:<arch>)")
-    return ModelSpec(**data)
+    source = data["source"]
+    if isinstance(source, str) and not source.startswith("fixture:") and not Path(source).is_absolute():
+        # A checkpoint kept in the checkout (datasets/reference/...) resolves against the
+        # project root, wherever the command runs from; a hub id stays as it is.
+        local = project_root() / source
+        if local.is_dir() or source.startswith("."):
+            data["source"] = str(local.resolve())
+    return ModelSpec(**_validated(path, data))
+
+
+def _check_type(path: Path, name: str, value: object, want: type) -> object:
+    ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ModelError(f"{path}: field {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
+    if want in (int, float) and value < 0:
+        raise ModelError(f"{path}: field {name!r} must not be negative, got {value!r}")
+    return value
+
+
+def _validated(path: Path, data: dict) -> dict:
+    """Type-check every field so a typo fails here, naming the file and field, not mid-run."""
+    types = {"str": str, "int": int, "float": float}
+    out = dict(data)
+    for f in fields(ModelSpec):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name == "aliases":
+            if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+                raise ModelError(f"{path}: field 'aliases' must be a list of strings")
+            out[f.name] = tuple(value)
+        elif f.name == "images":
+            if not isinstance(value, dict):
+                raise ModelError(f"{path}: [images] must be a table")
+            try:
+                out[f.name] = ImageLimits.from_dict(value)
+            except (TypeError, ValueError) as e:
+                raise ModelError(f"{path}: [images] {e}") from None
+        elif f.type in types:
+            out[f.name] = _check_type(path, f.name, value, types[f.type])
+    if "adapter" in out:
+        from harness.adapters import ADAPTERS
+
+        if out["adapter"] not in ADAPTERS:
+            raise ModelError(f"{path}: field 'adapter' is {out['adapter']!r}; known: {', '.join(ADAPTERS.names())}")
+    if out.get("adapter") == "openai" and not out.get("base_url"):
+        raise ModelError(f"{path}: adapter 'openai' needs base_url (e.g. \"http://127.0.0.1:8080/v1\")")
+    return out
 
 
 def fixture_specs() -> dict[str, ModelSpec]:
@@ -76,6 +139,8 @@ def known_models() -> dict[str, ModelSpec]:
         for path in sorted(models_dir().glob("*.toml")):
             spec = parse_model_file(path)
             specs[spec.name] = spec
+            for alias in spec.aliases:
+                specs.setdefault(alias, spec)
     return specs
 
 
@@ -100,5 +165,22 @@ def resolve(name: str) -> ModelSpec:
                      "directory, or a hub id like mlx-community/Qwen2.5-VL-3B-Instruct-4bit")
 
 
+def with_adapter(spec: ModelSpec, adapter: str, base_url: str = "") -> ModelSpec:
+    """The same checkpoint through another adapter (`run --adapter`), named apart so both runs
+    can sit side by side in one report."""
+    if adapter == spec.adapter and base_url in ("", spec.base_url):
+        return spec
+    if adapter == "openai" and not (base_url or spec.base_url):
+        raise ModelError("--adapter openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+    return replace(spec, name=f"{spec.name}@{adapter}", adapter=adapter, base_url=base_url or spec.base_url)
+
+
 def default_models() -> list[str]:
-    return sorted(fixture_specs())
+    """The offline fixtures, and the trained reference model when its checkpoint is present."""
+    from harness.reference import NAME
+
+    names = sorted(fixture_specs())
+    spec = known_models().get(NAME)
+    if spec is not None and Path(spec.source).is_dir():
+        names.append(NAME)
+    return names

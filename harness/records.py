@@ -19,6 +19,10 @@ class Sample:
     metric: str
     max_tokens: int
     keywords: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # multiple choice: option texts in letter order (A, B, ...)
+    # Follow-up user messages after `prompt`, each sent with the model's own earlier answers
+    # as the history; `answers` score the last turn.
+    turns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,12 @@ class Measurement:
     peak_rss_bytes: int
     finish_reason: str
     token_times: tuple[float, ...] = field(default=(), repr=False)  # seconds since the call
+    preprocessing: str = ""  # JSON: what harness.images did to each image, and the limits
+    # Figures a server reported about itself (adapter openai), kept apart from what the client measured.
+    server_prompt_tokens: int | None = None
+    server_completion_tokens: int | None = None
+    server_prefill_s: float | None = None
+    server_prefill_tps: float | None = None
+    server_decode_tps: float | None = None
+    cached_tokens: int = 0  # prompt tokens reused from a prompt cache, not prefilled again
+    turn_outputs: tuple[str, ...] = ()  # multi-turn: the model's answers to the turns before the last

@@ -78,6 +78,14 @@ def _read_file(path: Path) -> pa.Table:
     return table
 
 
+def _conform(table: pa.Table) -> pa.Table:
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=SCHEMA)
+
+
 def read_results(*paths: Path) -> pd.DataFrame:
     """Rows from run directories or parquet files, concatenated, duplicates of a key dropped."""
     tables = []
@@ -93,5 +101,7 @@ def read_results(*paths: Path) -> pd.DataFrame:
         tables.extend(_read_file(f) for f in files)
     if not tables:
         return SCHEMA.empty_table().to_pandas()
-    df = pa.concat_tables(tables).to_pandas()
+    # Files written before a column was added lack it: give them nulls, so runs of different
+    # ages (or machines) still merge into one table.
+    df = pa.concat_tables([_conform(t) for t in tables]).to_pandas()
     return df.drop_duplicates(subset=["run_id", *KEY], keep="last").reset_index(drop=True)

@@ -10,16 +10,16 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness import metrics
+from harness import bandwidth, metrics
 from harness.fixtures.build import build_arch, default_root, fixture_name
-from harness.models import ModelError, ModelSpec, resolve
+from harness.models import ModelError, ModelSpec, resolve, with_adapter
 from harness.paths import reports_dir
 from harness.records import LoadStats, Measurement, Sample
 from harness.schema import KEY
@@ -74,6 +74,9 @@ class VLMTester:
         progress: bool = True,
         fixtures_root: Path | None = None,
         max_restarts: int = 2,
+        reuse_prefix: bool = False,
+        adapter: str | None = None,
+        base_url: str = "",
     ) -> None:
         self.out_dir = Path(out_dir) if out_dir else reports_dir() / "runs"
         if resume and run_id is None:
@@ -93,6 +96,10 @@ class VLMTester:
         self.progress = progress
         self.fixtures_root = fixtures_root or default_root()
         self.max_restarts = max_restarts
+        self.reuse_prefix = reuse_prefix
+        self.adapter = adapter  # run every model through this adapter instead of its own (run --adapter)
+        self.base_url = base_url
+        self._decode_cost: dict[str, Any] = {}  # model name -> bandwidth.DecodeCost | None
 
     # -- public API -------------------------------------------------------------------------
     def test_model(self, name: str, suites: Sequence[str] = DEFAULT_SUITES) -> pd.DataFrame:
@@ -115,6 +122,8 @@ class VLMTester:
         for name in models:
             try:
                 spec = resolve(name)
+                if self.adapter:
+                    spec = with_adapter(spec, self.adapter, self.base_url)
             except ModelError as e:
                 self._record_error(model=name, suite="*", error=str(e))
                 self._say(f"error: {e}")
@@ -122,6 +131,9 @@ class VLMTester:
             tasks = []
             for suite in loaded_suites:
                 samples = suite.samples[: self.limit] if self.limit else suite.samples
+                if self.reuse_prefix:  # questions on one image back to back, so its prefix can be reused
+                    first = {}
+                    samples = sorted(samples, key=lambda x: first.setdefault(x.images, len(first)))
                 for sample in samples:
                     for rep in range(self.repeats):
                         if (spec.name, suite.name, suite.hash, sample.id, rep) in done:
@@ -139,9 +151,28 @@ class VLMTester:
             if bar is not None:
                 bar.close()
         self.store.consolidate()
-        return self.store.read()
+        df = self.store.read()
+        self._write_accuracy(df)
+        return df
 
     # -- internals --------------------------------------------------------------------------
+    def _write_accuracy(self, df: pd.DataFrame) -> None:
+        from harness.accuracy import write_accuracy
+
+        try:
+            write_accuracy(self.run_dir, df)
+        except Exception as e:  # the measurements are safe on disk; the summary can be redone
+            self._say(f"warning: accuracy.parquet not written ({type(e).__name__}: {e}); "
+                      "harness.accuracy.accuracy_table(results) recomputes it")
+
+    def _bandwidth(self) -> Any:
+        if not hasattr(self, "_bw"):
+            try:
+                self._bw = bandwidth.machine_bandwidth()
+            except Exception:  # a failed measurement leaves the bound columns empty
+                self._bw = None
+        return self._bw
+
     def _say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
@@ -157,7 +188,7 @@ class VLMTester:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         plan = {
             "run_id": self.run_id, "models": models, "suites": suites, "repeats": self.repeats,
-            "warmup": self.warmup, "limit": self.limit, "max_tokens": self.max_tokens,
+            "warmup": self.warmup, "limit": self.limit, "max_tokens": self.max_tokens, "reuse_prefix": self.reuse_prefix,
         }
         (self.run_dir / PLAN).write_text(json.dumps(plan, indent=2) + "\n")
 
@@ -188,8 +219,13 @@ class VLMTester:
             "model_source": task.model.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
             "suite_hash": task.suite.hash, "sample_id": s.id, "category": s.category, "repeat": task.repeat,
             "prompt": s.prompt, "images": list(s.images), "answers": list(s.answers), "metric": s.metric,
-            "max_tokens": self.max_tokens or task.model.max_tokens or s.max_tokens,
+            "turns": list(s.turns) or None,
+            "max_tokens": self._limit(task),
         }
+
+    def _limit(self, task: Task) -> int:
+        """--max-tokens, else the model file's limit, else the suite's."""
+        return self.max_tokens or task.model.max_tokens or task.sample.max_tokens
 
     def _record_error(self, *, model: str, suite: str, error: str) -> None:
         self.store.append([{
@@ -204,7 +240,14 @@ class VLMTester:
                 output=m.text, prompt_tokens=m.prompt_tokens, generated_tokens=m.generated_tokens,
                 ttft_s=m.ttft_s, prefill_tps=m.prefill_tps, decode_tps=m.decode_tps, wall_s=m.wall_s,
                 peak_mlx_bytes=m.peak_mlx_bytes, peak_rss_bytes=m.peak_rss_bytes, finish_reason=m.finish_reason,
+                cached_tokens=m.cached_tokens, preprocessing=m.preprocessing or None,
+                turn_outputs=list(m.turn_outputs) or None,
+                server_prompt_tokens=m.server_prompt_tokens, server_completion_tokens=m.server_completion_tokens,
+                server_prefill_s=m.server_prefill_s, server_prefill_tps=m.server_prefill_tps,
+                server_decode_tps=m.server_decode_tps,
             )
+            row.update(bandwidth.bound_columns(self._decode_cost.get(task.model.name), self._bandwidth(),
+                                               m.prompt_tokens, m.generated_tokens))
             try:
                 row["score"] = metrics.score(m.text, task.sample)
             except Exception as e:  # a metric bug must not lose the measurement
@@ -217,6 +260,7 @@ class VLMTester:
         except Exception as e:
             self._fail_all(tasks, {}, f"cannot build fixture: {type(e).__name__}: {e}", bar)
             return
+        self._bandwidth()  # measured before any worker starts: a busy machine copies slower
         pending = list(tasks)
         restarts = 0
         started = time.monotonic()
@@ -231,8 +275,8 @@ class VLMTester:
         if bar is None and self.progress:
             self._say(f"{spec.name}: {len(tasks)} sample(s) in {time.monotonic() - started:.1f} s")
 
-    def _fail_all(self, tasks: list[Task], load: dict[str, Any], error: str, bar: Any) -> None:
-        self.store.append([self._row(t, load, None, "error", error) for t in tasks])
+    def _fail_all(self, tasks: list[Task], load: dict[str, Any], error: str, bar: Any, status: str = "error") -> None:
+        self.store.append([self._row(t, load, None, status, error) for t in tasks])
         if bar is not None:
             bar.update(len(tasks))
 
@@ -242,8 +286,10 @@ class VLMTester:
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=False)
-        payload = [(t.index, t.sample, t.repeat) for t in tasks]
-        proc = ctx.Process(target=worker_main, args=(child, spec, path, payload, self.warmup), daemon=True)
+        # The limit the row records is the one the worker uses: it travels inside the sample.
+        payload = [(t.index, replace(t.sample, max_tokens=self._limit(t)), t.repeat) for t in tasks]
+        proc = ctx.Process(target=worker_main, args=(child, spec, path, payload, self.warmup, self.reuse_prefix),
+                           daemon=True)
         proc.start()
         child.close()
         by_index = {t.index: t for t in tasks}
@@ -267,7 +313,13 @@ class VLMTester:
                     if kind == "loaded":
                         stats: LoadStats = msg[1]
                         load = _load_columns(stats, msg[2])
+                        if self._decode_cost.get(spec.name) is None:  # on disk now, even a fresh download
+                            self._decode_cost[spec.name] = _decode_cost(path)
                         deadline_s = self.timeout_s
+                    elif kind == "load_skipped":  # would not fit in memory: refused before loading
+                        self._fail_all(list(remaining.values()), {}, msg[1], bar, status="skipped")
+                        self._say(f"skipped: {spec.name}: {msg[1]}")
+                        return [], False
                     elif kind == "load_error":
                         self._fail_all(list(remaining.values()), {}, f"load failed: {msg[1]}", bar)
                         self._say(f"error: {spec.name}: load failed: {msg[1]}")
@@ -314,6 +366,15 @@ class VLMTester:
             self._fail_all(list(remaining.values()), {}, error, bar)
             return []
         return list(remaining.values())
+
+
+def _decode_cost(path: str) -> Any:
+    # The bound is a check on the figures, never a reason to lose them: unknown layouts give none.
+    ckpt = bandwidth.resolve_checkpoint(path)
+    try:
+        return bandwidth.decode_cost(ckpt) if ckpt else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _load_columns(stats: LoadStats, env: dict[str, Any]) -> dict[str, Any]:

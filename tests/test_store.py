@@ -58,3 +58,18 @@ def test_other_schema_version_is_refused_with_a_clear_message(tmp_path):
 def test_missing_results_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results"):
         read_results(tmp_path / "nope")
+
+
+def test_files_written_before_a_column_existed_still_merge(tmp_path):
+    from harness.schema import SCHEMA
+
+    store = ResultsStore(tmp_path / "new")
+    store.append([row(0)])
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "decode_tps"], metadata=SCHEMA.metadata)
+    old = pa.Table.from_pylist([{"run_id": "old", "model": "m", "suite": "s", "suite_hash": "h", "sample_id": "x9",
+                                 "repeat": 0, "status": "ok", "schema_version": SCHEMA_VERSION}], schema=old_schema)
+    pq.write_table(old, tmp_path / "old.parquet")
+    df = read_results(tmp_path / "new", tmp_path / "old.parquet")
+    assert len(df) == 2
+    assert df.set_index("sample_id").loc["x9", "decode_tps"] != df.set_index("sample_id").loc["x9", "decode_tps"]  # NaN
+    assert df.set_index("sample_id").loc["x0", "decode_tps"] == 0.0

@@ -8,31 +8,21 @@ import os
 import time
 from pathlib import Path
 
+from harness import memory_safety
 from harness.adapters import ADAPTERS, Unsupported
 from harness.fixtures.common import MANIFEST, content_hash, dir_size
+from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
 from harness.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
 from harness.records import LoadStats, Measurement, Sample
 
 # mlx_vlm raises this for architectures whose chat formatting takes one image only.
 _SINGLE_IMAGE = {"llava_next"}
-
-
-class ImageError(ValueError):
-    pass
+_IMAGE_AFTER_TEXT = {"llava_next"}
 
 
 def check_images(paths: tuple[str, ...]) -> None:
-    from PIL import Image
-
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-        except FileNotFoundError:
-            raise ImageError(f"image {p} does not exist") from None
-        except Exception as e:  # PIL raises many types for bad files
-            raise ImageError(f"image {p} cannot be read ({type(e).__name__}: {e}); replace or remove it") from None
+    load_images(paths)
 
 
 def _quantization(config: dict) -> str:
@@ -50,6 +40,27 @@ class MlxVlmAdapter:
         self.path = path
         self.model = None
         self.processor = None
+        self.reuse_prefix = False  # off by default: clean per-sample numbers
+        self._prefix_state = None
+        self._prefix_images: tuple[str, ...] | None = None
+
+    def enable_prefix_reuse(self) -> None:
+        """Reuse the KV prefix (image included) across consecutive samples on the same images.
+
+        Not for llava_next, whose template puts the image after the text: nothing to share.
+        """
+        self.reuse_prefix = self.arch not in _IMAGE_AFTER_TEXT
+        self._prefix_state = None
+        self._prefix_images = None
+
+    def _prompt_cache_state(self, images: tuple[str, ...]) -> object | None:
+        if not self.reuse_prefix:
+            return None
+        from mlx_vlm.generate import PromptCacheState
+
+        if self._prefix_state is None or images != self._prefix_images:
+            self._prefix_state, self._prefix_images = PromptCacheState(), images
+        return self._prefix_state
 
     def _checkpoint_dir(self) -> Path:
         path = Path(self.path)
@@ -83,7 +94,12 @@ class MlxVlmAdapter:
         from mlx_vlm.utils import get_model_and_args
 
         import_s = time.perf_counter() - t0
+        local = Path(self.path) if Path(self.path).is_dir() else None
+        # Before the checkpoint is resolved: a model that cannot fit is never downloaded either.
+        self._check_load(local)
         ckpt = self._checkpoint_dir()
+        if local is None:
+            self._check_load(ckpt)
         config_path = ckpt / "config.json"
         if not config_path.exists():
             raise ModelError(f"{ckpt} has no config.json: not a model checkpoint")
@@ -123,8 +139,22 @@ class MlxVlmAdapter:
 
         if len(sample.images) > 1 and self.arch in _SINGLE_IMAGE:
             raise Unsupported(f"{self.arch} takes one image per prompt; this sample has {len(sample.images)}")
-        check_images(sample.images)
-        prompt = apply_chat_template(self.processor, self.model.config, sample.prompt, num_images=len(sample.images))
+        images, records = load_images(sample.images, self.spec.images)
+        memory_safety.check_request(self.spec.name, self.config, sample.prompt, [im.size for im in images], max_tokens)
+        # Multi-turn: each earlier turn is answered first, untimed, and the model's own answer
+        # goes back as the assistant turn, as in a chat; the figures measure the last turn,
+        # whose prompt carries the whole history (no cache reuse between turns).
+        turn_outputs: list[str] = []
+        for _ in sample.turns:
+            turn_outputs.append("".join(r.text for r in stream_generate(
+                self.model, self.processor, self._chat_prompt(sample, turn_outputs), image=images,
+                max_tokens=max_tokens, temperature=self.spec.temperature,
+            )).strip())
+        if sample.turns:
+            prompt = self._chat_prompt(sample, turn_outputs)
+        else:
+            prompt = apply_chat_template(self.processor, self.model.config, sample.prompt, num_images=len(sample.images))
+        self.last_prompt = prompt
         mx.synchronize()
         mx.reset_peak_memory()
         reset_peak_rss()
@@ -134,8 +164,9 @@ class MlxVlmAdapter:
         seen = 0
         t0 = time.perf_counter()
         for r in stream_generate(
-            self.model, self.processor, prompt, image=list(sample.images),
+            self.model, self.processor, prompt, image=images,
             max_tokens=max_tokens, temperature=self.spec.temperature,
+            prompt_cache_state=self._prompt_cache_state(sample.images),
         ):
             now = time.perf_counter()
             pieces.append(r.text)
@@ -148,19 +179,43 @@ class MlxVlmAdapter:
         wall = time.perf_counter() - t0
         n = last.generation_tokens if last else 0
         decode = (n - 1) / (times[-1] - times[0]) if n >= 2 and times[-1] > times[0] else math.nan
+        cached = int(last.cached_tokens or 0) if last else 0
+        # mlx_vlm divides all prompt tokens, reused ones too, by the prefill time: count only new ones.
+        prefill = math.nan
+        if last and last.prompt_tps:
+            prefill = (last.prompt_tokens - cached) * last.prompt_tps / last.prompt_tokens
         return Measurement(
             text="".join(pieces),
             prompt_tokens=last.prompt_tokens if last else 0,
             generated_tokens=n,
             ttft_s=times[0] if times else math.nan,
-            prefill_tps=last.prompt_tps if last else math.nan,
+            prefill_tps=prefill,
             decode_tps=decode,
             wall_s=wall,
             peak_mlx_bytes=int(mx.get_peak_memory()),
             peak_rss_bytes=peak_rss_bytes(),
             finish_reason=(last.finish_reason or "length") if last else "",
             token_times=tuple(times),
+            preprocessing=record_json(records, self.spec.images),
+            cached_tokens=cached,
+            turn_outputs=tuple(turn_outputs),
         )
+
+    def _chat_prompt(self, sample: Sample, outputs: list[str]) -> str:
+        """The conversation up to the next unanswered turn: images in the first user message."""
+        from mlx_vlm import apply_chat_template
+
+        questions = (sample.prompt, *sample.turns)[: len(outputs) + 1]
+        first = [*({"type": "image"} for _ in sample.images), {"type": "text", "text": questions[0]}]
+        messages: list[dict] = [{"role": "user", "content": first}]
+        for answer, question in zip(outputs, questions[1:], strict=True):
+            messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+        return apply_chat_template(self.processor, self.model.config, messages, num_images=len(sample.images))
+
+    def _check_load(self, ckpt: Path | None) -> None:
+        s = self.spec
+        memory_safety.check_load(s.name, ckpt, declared_bytes=s.weight_bytes, params_b=s.params_b,
+                                 quantization=s.quantization, max_tokens=s.max_tokens, image_size=s.images.max_size)
 
     def close(self) -> None:
         self.model = self.processor = None

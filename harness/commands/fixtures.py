@@ -7,15 +7,30 @@ from harness.commands import command
 
 
 def configure(f: argparse.ArgumentParser) -> None:
-    f.add_argument("action", choices=["build", "list"])
-    f.add_argument("dir", nargs="?", help="where they live (default: ~/.cache/vlm-harness/fixtures)")
+    f.add_argument("action", choices=["build", "list", "train-reference"],
+                   help="build/list the random-weight checkpoints; train-reference: train the reference model")
+    f.add_argument("dir", nargs="?", help="where they live (default: ~/.cache/vlm-harness/fixtures; "
+                   "train-reference: datasets/reference/shapes)")
     f.add_argument("--arch", action="append", help="only this architecture (repeatable)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", help="train-reference: checkpoint directory (same as DIR)")
+    f.add_argument("--steps", type=int, help="train-reference: training steps (default: as the committed checkpoint)")
+    f.add_argument("--heldout", type=int, help="train-reference: held-out samples scored through the harness after "
+                   "training (default 150; 0 skips)")
+    f.add_argument("--no-openblas", action="store_true", help="train-reference: do not preload opencv-python's OpenBLAS")
+    f.add_argument("--no-progress", action="store_true", help="train-reference: no progress bar")
     f.add_argument("--force", action="store_true", help="rebuild even when valid")
 
 
-@command("fixtures", "build or list the offline random-weight checkpoints", configure)
+@command("fixtures", "build or list the offline random-weight checkpoints; train the reference model", configure)
 def run(args: argparse.Namespace) -> int:
+    if args.action == "train-reference":
+        from harness.reference import build
+
+        args.out = args.out or args.dir
+        args.steps = build.DEFAULT_STEPS if args.steps is None else args.steps
+        args.heldout = build.DEFAULT_HELDOUT if args.heldout is None else args.heldout
+        return build.run(args)
     from harness.fixtures import FIXTURES
     from harness.fixtures.build import build_all, default_root, is_valid, read_manifest
 

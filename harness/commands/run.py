@@ -21,6 +21,10 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
     r.add_argument("--report", help="where to write the HTML report (default: <run>/report.html)")
     r.add_argument("--no-progress", action="store_true", help="no progress output")
+    r.add_argument("--adapter", help="run every model through this adapter (e.g. openai) instead of its own")
+    r.add_argument("--base-url", default="", help="with --adapter openai: the server, e.g. http://127.0.0.1:8080/v1")
+    r.add_argument("--reuse-prefix", action="store_true",
+                   help="reuse the KV prefix (image included) across consecutive questions on one image (off: clean per-sample numbers)")
 
 
 @command("run", "benchmark models on suites; write parquet and an HTML report", configure)
@@ -32,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     tester = VLMTester(
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
-        fixtures_root=Path(args.fixtures) if args.fixtures else None,
+        fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
+        adapter=args.adapter, base_url=args.base_url,
     )
     models = args.model or default_models()
     suites = args.suite or list(DEFAULT_SUITES)
@@ -44,4 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {tester.run_dir / 'results.parquet'}")
     print(f"report:  {report}")
     print("rows:    " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if args.reuse_prefix:
+        from harness.speed import reuse_summary
+
+        print(reuse_summary(df))
     return 0 if counts.get("ok", 0) else 1

@@ -25,6 +25,10 @@ class SuiteError(ValueError):
     """A suite file or its data is wrong; the message names the file, field and fix."""
 
 
+class SuiteUnavailable(SuiteError):
+    """A valid suite whose data this machine cannot reach (a hub dataset, offline, not cached)."""
+
+
 @dataclass(frozen=True)
 class RawSample:
     id: str
@@ -34,6 +38,8 @@ class RawSample:
     category: str
     metric: str | None = None  # overrides the suite's metric for this sample
     keywords: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()  # multiple-choice option texts, A first
+    turns: tuple[str, ...] = ()  # follow-up questions after `question`; answers score the last
 
 
 @dataclass(frozen=True)
@@ -147,10 +153,19 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _cache_key(defn: SuiteDef) -> str:
+    """The definition and the generators' code: images cached by an older generator are never
+    reused for a newer one (the suite hash would differ from a fresh build's)."""
+    h = hashlib.sha256(defn.canonical().encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
     """Generate or read the samples, check them, and hash the result."""
     source = SOURCES.get(defn.source)
-    workdir = workdir or cache_dir() / "suites" / f"{defn.name}-{hashlib.sha256(defn.canonical().encode()).hexdigest()[:12]}"
+    workdir = workdir or cache_dir() / "suites" / f"{defn.name}-{_cache_key(defn)}"
     workdir.mkdir(parents=True, exist_ok=True)
     raw = source(defn, workdir)
     h = hashlib.sha256(defn.canonical().encode())
@@ -163,13 +178,17 @@ def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
         if not r.answers:
             raise SuiteError(f"{defn.path}: sample {r.id!r} has no answer")
         digests = [_file_digest(p) if p.exists() else "missing" for p in r.images]
-        h.update(json.dumps([r.id, r.question, list(r.answers), r.category, r.metric, list(r.keywords), digests]).encode())
+        # Choices and turns join the hash only when present, so suites without them keep their hashes.
+        h.update(json.dumps([r.id, r.question, list(r.answers), r.category, r.metric, list(r.keywords), digests]
+                            + ([list(r.choices)] if r.choices else [])
+                            + ([["turns", *r.turns]] if r.turns else [])).encode())
         samples.append(
             Sample(
                 suite=defn.name, id=r.id, images=tuple(str(p) for p in r.images),
                 prompt=defn.prompt.format(question=r.question), answers=r.answers,
                 category=r.category, metric=r.metric or defn.metric, max_tokens=defn.max_tokens,
-                keywords=r.keywords,
+                keywords=r.keywords, choices=r.choices,
+                turns=tuple(defn.prompt.format(question=t) for t in r.turns),
             )
         )
     return Suite(definition=defn, hash=h.hexdigest(), samples=tuple(samples))
