@@ -15,7 +15,7 @@ def bench(session: nox.Session) -> None:
     `nox -s bench -- -m mlx-community/Qwen2.5-VL-3B-Instruct-4bit --limit 50`."""
     session.install("-e", ".")
     session.run("vlm-harness", "fixtures", "build")
-    args = session.posargs or ["--limit", "20"]
+    args = session.posargs or ["--limit", "8"]
     session.run("vlm-harness", "run", *args)
 
 

@@ -46,7 +46,7 @@ class Measurement:
     text: str
     prompt_tokens: int
     generated_tokens: int
-    ttft_s: float  # call to first token: image loading, preprocessing, vision encoder, prefill
+    ttft_s: float  # call to first token: processor preprocessing, vision encoder, prefill
     prefill_tps: float  # prompt tokens / (prefill time), as mlx_vlm counts it
     decode_tps: float  # tokens after the first / time after the first; nan when < 2 tokens
     wall_s: float

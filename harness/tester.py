@@ -26,7 +26,12 @@ from harness.schema import KEY
 from harness.store import ResultsStore
 from harness.suites import Suite, SuiteError, load_suite
 
-DEFAULT_SUITES = ("synthetic-shapes", "natural")
+# Every suite that runs offline. The hub benchmarks (textvqa, chartqa, ...) are named explicitly:
+# a default run must not download gigabytes.
+DEFAULT_SUITES = (
+    "synthetic-shapes", "synthetic-counting", "synthetic-ocr", "synthetic-ocr-hard", "synthetic-charts",
+    "synthetic-spatial", "synthetic-sizes", "multi-image", "multi-turn", "natural", "natural-captions",
+)
 PLAN = "run.json"
 
 

@@ -9,7 +9,7 @@ from harness.commands import command
 
 def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--model", "-m", action="append", help="model name, checkpoint directory or hub id (repeatable; default: every offline fixture)")
-    r.add_argument("--suite", "-s", action="append", help="suite name or .toml path (repeatable; default: synthetic-shapes and natural)")
+    r.add_argument("--suite", "-s", action="append", help="suite name or .toml path (repeatable; default: every offline suite)")
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
     r.add_argument("--resume", action="store_true", help="continue the latest run (or --run-id), skipping finished samples")
