@@ -1,6 +1,10 @@
-"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests, lint."""
+"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests
+(and tests_transformers, which it triggers), perf, lint."""
 
 from __future__ import annotations
+
+import os
+import sys
 
 import nox
 
@@ -47,6 +51,19 @@ def perf(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        session.notify("tests_transformers")
+
+
+@nox.session
+def tests_transformers(session: nox.Session) -> None:
+    """The transformers adapter beside the MLX one, in an environment of its own: with torch
+    installed, transformers hands mlx-vlm torch-based processors, which the main tests avoid."""
+    if sys.platform == "linux" and os.environ.get("CI"):
+        # The CPU build, as a local wheel on CI machines; plain `torch` would be a multi-GB CUDA one.
+        session.install("torch==2.13.0")
+    session.install("-e", ".[test,transformers]")
+    session.run("pytest", "tests/test_transformers_adapter.py", *session.posargs)
 
 
 @nox.session
