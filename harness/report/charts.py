@@ -73,24 +73,27 @@ def accuracy_per_suite(df: pd.DataFrame) -> Chart | None:
         return None
     models = sorted(ok["model"].unique())
     suites = sorted(ok["suite"].unique())
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(suites) * max(1, len(models)) ** 0.5), 4))
-    width = 0.8 / len(models)
+    # A grid, not grouped bars: nine models on eleven suites make bars too thin to read.
+    grid = np.full((len(models), len(suites)), np.nan)
+    labels = [["" for _ in suites] for _ in models]
     for i, model in enumerate(models):
-        means, errs = [], [[], []]
-        for suite in suites:
+        for j, suite in enumerate(suites):
             a = accuracy(ok[(ok["model"] == model) & (ok["suite"] == suite)])
-            means.append(a["mean"])
-            errs[0].append(max(0.0, a["mean"] - a["lo"]) if a["n"] else 0)
-            errs[1].append(max(0.0, a["hi"] - a["mean"]) if a["n"] else 0)
-        x = np.arange(len(suites)) + (i - (len(models) - 1) / 2) * width
-        ax.bar(x, np.nan_to_num(means), width, yerr=errs, capsize=3, label=str(model)[:40])
-    ax.set_xticks(np.arange(len(suites)), suites, rotation=20, ha="right")
-    ax.set_ylabel("accuracy (%), 95 % interval")
-    ax.set_ylim(0, 100)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    return Chart("chart-accuracy", "Accuracy per suite", "Bars are mean per-sample score; whiskers the 95 % "
-                 "bootstrap interval over samples.", _png(fig))
+            if a["n"]:
+                grid[i, j] = a["mean"]
+                labels[i][j] = f"{a['mean']:.0f}\n[{a['lo']:.0f}–{a['hi']:.0f}]"
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.85 * len(suites) + 2.5), max(2.2, 0.36 * len(models) + 1.4)))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(models)):
+        for j in range(len(suites)):
+            if labels[i][j]:
+                ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7,
+                        color="black" if 25 < grid[i, j] < 85 else "white")
+    ax.set_xticks(np.arange(len(suites)), suites, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(models)), [str(m)[:40] for m in models], fontsize=8)
+    fig.colorbar(im, ax=ax, label="accuracy (%)", fraction=0.03)
+    return Chart("chart-accuracy", "Accuracy per suite", "Each cell: mean per-sample score (%) and its 95 % "
+                 "bootstrap interval over samples; blank where the model has no scored sample.", _png(fig))
 
 
 def latency(df: pd.DataFrame) -> Chart | None:
