@@ -1,5 +1,5 @@
-"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests
-(and tests_transformers, which it triggers), perf, lint."""
+"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests,
+tests_transformers (the optional transformers adapter, with CPU torch), perf, lint."""
 
 from __future__ import annotations
 
@@ -51,8 +51,6 @@ def perf(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
-    if not session.posargs:
-        session.notify("tests_transformers")
 
 
 @nox.session
