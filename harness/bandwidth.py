@@ -240,6 +240,15 @@ def resolve_checkpoint(path: str) -> Path | None:
         return None
 
 
+def decode_cost_or_none(path: str) -> DecodeCost | None:
+    """The bound is a check on the figures, never a reason to lose them: unknown layouts give none."""
+    ckpt = resolve_checkpoint(path)
+    try:
+        return decode_cost(ckpt) if ckpt else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 # -- the bound and what is judged against it --------------------------------------------------
 def decode_bound_tps(bandwidth_gbps: float, bytes_per_token: float) -> float:
     if not bytes_per_token or bytes_per_token <= 0 or not bandwidth_gbps:

@@ -279,11 +279,7 @@ def _sweep_one(spec: Any, path: str, config: SpeedConfig, store: Any, base: dict
                 last_msg = time.monotonic()
                 if msg[0] == "loaded":
                     load = _load_columns(msg[1], msg[2])
-                    ckpt = bandwidth.resolve_checkpoint(path)
-                    try:
-                        cost = bandwidth.decode_cost(ckpt) if ckpt else None
-                    except (OSError, ValueError, KeyError, TypeError):
-                        cost = None
+                    cost = bandwidth.decode_cost_or_none(path)
                 elif msg[0] == "load_error":
                     fail_pending(f"load failed: {msg[1]}")
                     say(f"error: {spec.name}: load failed: {msg[1]}")
@@ -305,7 +301,9 @@ def _sweep_one(spec: Any, path: str, config: SpeedConfig, store: Any, base: dict
                 fail_pending(f"timed out after {timeout_s:.0f} s on {what}")
                 return
         what = f"{current[0]}{current[1]}" if current else "loading"
-        fail_pending(f"worker process died (exit code {proc.exitcode}) during {what}")
+        from harness.tester import signal_name
+
+        fail_pending(f"worker process died ({signal_name(proc.exitcode)}) during {what}")
         say(f"error: {spec.name}: worker died during {what}")
     finally:
         if proc.is_alive():

@@ -53,7 +53,7 @@ def latest_run(out_dir: Path) -> Path | None:
     return runs[-1] if runs else None
 
 
-def _signal_name(code: int | None) -> str:
+def signal_name(code: int | None) -> str:
     if code is None or code >= 0:
         return f"exit code {code}"
     try:
@@ -319,7 +319,7 @@ class VLMTester:
                         stats: LoadStats = msg[1]
                         load = _load_columns(stats, msg[2])
                         if self._decode_cost.get(spec.name) is None:  # on disk now, even a fresh download
-                            self._decode_cost[spec.name] = _decode_cost(path)
+                            self._decode_cost[spec.name] = bandwidth.decode_cost_or_none(path)
                         deadline_s = self.timeout_s
                     elif kind == "load_skipped":  # would not fit in memory: refused before loading
                         self._fail_all(list(remaining.values()), {}, msg[1], bar, status="skipped")
@@ -353,7 +353,7 @@ class VLMTester:
                     return self._after_crash(remaining, current, load, error, bar), True
             proc.join(timeout=5)
             what = f"sample {by_index[current].sample.id}" if current is not None else "loading or warm-up"
-            error = (f"worker process died ({_signal_name(proc.exitcode)}) during {what}; "
+            error = (f"worker process died ({signal_name(proc.exitcode)}) during {what}; "
                      "SIGKILL usually means the machine ran out of memory")
             self._say(f"error: {spec.name}: {error}")
             return self._after_crash(remaining, current, load, error, bar), True
@@ -371,15 +371,6 @@ class VLMTester:
             self._fail_all(list(remaining.values()), {}, error, bar)
             return []
         return list(remaining.values())
-
-
-def _decode_cost(path: str) -> Any:
-    # The bound is a check on the figures, never a reason to lose them: unknown layouts give none.
-    ckpt = bandwidth.resolve_checkpoint(path)
-    try:
-        return bandwidth.decode_cost(ckpt) if ckpt else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _load_columns(stats: LoadStats, env: dict[str, Any]) -> dict[str, Any]:
