@@ -37,6 +37,7 @@ class LoadStats:
     peak_mlx_bytes: int
     rss_bytes: int
     backend: str  # the device MLX computes on: "cpu" or "gpu"
+    role: str = "model"  # harness.checkpoint.ROLES: fixture (random weights), reference (canary) or model
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from harness import memory_safety
+from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS, Unsupported
-from harness.fixtures.common import MANIFEST, content_hash, dir_size
 from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
 from harness.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
@@ -23,14 +22,6 @@ _IMAGE_AFTER_TEXT = {"llava_next"}
 
 def check_images(paths: tuple[str, ...]) -> None:
     load_images(paths)
-
-
-def _quantization(config: dict) -> str:
-    q = config.get("quantization") or config.get("quantization_config")
-    if isinstance(q, dict) and q.get("bits"):
-        return f"{q['bits']}bit"
-    dtype = config.get("torch_dtype") or config.get("text_config", {}).get("torch_dtype") or "unknown"
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(dtype), str(dtype))
 
 
 @ADAPTERS.register("mlx_vlm")
@@ -63,17 +54,14 @@ class MlxVlmAdapter:
         return self._prefix_state
 
     def _checkpoint_dir(self) -> Path:
+        local = checkpoint.resolve_local(self.path)  # a directory, or a hub id already cached
+        if local is not None:
+            return local
         path = Path(self.path)
-        if path.is_dir():
-            return path
         if path.is_absolute() or self.path.startswith("."):
             raise ModelError(f"checkpoint directory {path} does not exist")
         from huggingface_hub import snapshot_download
 
-        try:  # a hub id already in the local cache loads without a hub
-            return Path(snapshot_download(self.path, local_files_only=True))
-        except Exception:
-            pass
         if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
             raise ModelError(
                 f"model {self.path!r} is not in the local cache and HF_HUB_OFFLINE is set; "
@@ -117,17 +105,17 @@ class MlxVlmAdapter:
         mx.synchronize()
         load_s = time.perf_counter() - t1
         self.config = config
-        manifest_path = ckpt / MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        self.arch = config.get("model_type", "")
+        facts = checkpoint.Checkpoint(ckpt, config, checkpoint.read_json(ckpt / checkpoint.MANIFEST))
+        self.arch = facts.arch
         return LoadStats(
             import_s=import_s,
             load_s=load_s,
-            size_bytes=dir_size(ckpt),
-            content_hash=manifest.get("content_hash") or content_hash(ckpt),
-            arch=self.arch,
-            quantization=_quantization(config),
-            random_weights=bool(manifest.get("random_weights", False)),
+            size_bytes=facts.size_bytes,
+            content_hash=facts.content_hash,
+            arch=facts.arch,
+            quantization=facts.quantization,
+            random_weights=facts.random_weights,
+            role=facts.role,
             peak_mlx_bytes=int(mx.get_peak_memory()),
             rss_bytes=peak_rss_bytes(),
             backend="gpu" if mx.default_device() == mx.gpu else "cpu",
