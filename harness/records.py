@@ -64,3 +64,6 @@ class Measurement:
     server_decode_tps: float | None = None
     cached_tokens: int = 0  # prompt tokens reused from a prompt cache, not prefilled again
     turn_outputs: tuple[str, ...] = ()  # multi-turn: the model's answers to the turns before the last
+    # Seconds inside the model's generation calls (earlier turns included): the rest of the
+    # worker's time on a sample is the harness's own cost. None when an adapter cannot tell.
+    model_s: float | None = None

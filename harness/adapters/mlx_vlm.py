@@ -7,6 +7,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS, Unsupported
@@ -133,11 +134,15 @@ class MlxVlmAdapter:
         # goes back as the assistant turn, as in a chat; the figures measure the last turn,
         # whose prompt carries the whole history (no cache reuse between turns).
         turn_outputs: list[str] = []
+        earlier_s = 0.0  # the untimed earlier turns: model time all the same, not the harness's
         for _ in sample.turns:
+            prompt = self._chat_prompt(sample, turn_outputs)
+            t = time.perf_counter()
             turn_outputs.append("".join(r.text for r in stream_generate(
-                self.model, self.processor, self._chat_prompt(sample, turn_outputs), image=images,
+                self.model, self.processor, prompt, image=images,
                 max_tokens=max_tokens, temperature=self.spec.temperature,
             )).strip())
+            earlier_s += time.perf_counter() - t
         if sample.turns:
             prompt = self._chat_prompt(sample, turn_outputs)
         else:
@@ -187,7 +192,15 @@ class MlxVlmAdapter:
             preprocessing=record_json(records, self.spec.images),
             cached_tokens=cached,
             turn_outputs=tuple(turn_outputs),
+            model_s=earlier_s + wall,
         )
+
+    def speed_test(self, kind: str, value: int, seed: int, directory: Path) -> dict[str, Any]:
+        """One llama-bench-style measurement (`pp`, `tg` or `img`; harness/adapters/_mlx_sweeps.py)
+        on the loaded model: the result columns of one repetition."""
+        from harness.adapters import _mlx_sweeps
+
+        return _mlx_sweeps.measure(self.model, self.processor, kind, value, seed, directory)
 
     def _chat_prompt(self, sample: Sample, outputs: list[str]) -> str:
         """The conversation up to the next unanswered turn: images in the first user message."""

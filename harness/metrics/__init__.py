@@ -16,6 +16,7 @@ class MetricSpec:
     higher_is_better: bool = True
     aggregation: str = "mean"
     description: str = ""
+    version: int = 1  # bumped whenever the rule changes; stored with every score (metric_version)
 
 
 METRICS: Registry[MetricSpec] = Registry("metric", "harness.metrics")
