@@ -210,3 +210,34 @@ def detectable_drop(p: float, n: int, alpha: float = 0.05, power: float = 0.8) -
         return lo
     # Nudged up past the root's tolerance, so samples_needed(p, drop) <= n holds.
     return min(p, float(brentq(f, lo, p, xtol=1e-12)) + 1e-9)
+
+
+def macro_interval(scores: Sequence[float] | np.ndarray, strata: Sequence[Hashable], level: float = 0.95,
+                   resamples: int = RESAMPLES, seed: int = 0) -> Interval:
+    """The unweighted mean of the per-stratum means (a benchmark's macro average over its
+    categories), with a stratified percentile bootstrap: each resample draws every stratum's
+    scores from that stratum, so each category keeps its size. NaN scores are dropped; fewer
+    than MIN_SAMPLES scores in all give "too few". `n_clusters` holds the number of strata."""
+    x = np.asarray(scores, dtype=float)
+    if len(strata) != len(x):
+        raise ValueError(f"macro_interval needs one stratum per score, got {len(x)} scores and {len(strata)} strata")
+    keep = ~np.isnan(x)
+    groups: dict[Hashable, list[float]] = {}
+    for v, s, k in zip(x, strata, keep, strict=True):
+        if k:
+            groups.setdefault(s, []).append(float(v))
+    n = int(keep.sum())
+    if not groups:
+        return Interval(math.nan, math.nan, math.nan, 0, 0, "too few", level)
+    arrays = [np.asarray(g) for g in groups.values()]
+    mean = float(np.mean([a.mean() for a in arrays]))
+    if n < MIN_SAMPLES:
+        return Interval(mean, math.nan, math.nan, n, len(arrays), "too few", level)
+    rng = np.random.default_rng(seed)
+    means = np.zeros(resamples)
+    for a in arrays:
+        means += a[rng.integers(0, len(a), size=(resamples, len(a)))].mean(axis=1)
+    means /= len(arrays)
+    q = (1 - level) / 2
+    return Interval(mean, float(np.quantile(means, q)), float(np.quantile(means, 1 - q)), n, len(arrays),
+                    "stratified-bootstrap", level)
