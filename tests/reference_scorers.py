@@ -184,6 +184,11 @@ def vqa_official_answer(text):
     return vqa_process_digit_article(vqa_process_punctuation(_prep(text)))
 
 
+def vqa_lmms_vqav2_answer(text):
+    """lmms-eval tasks/vqav2/utils.py: process_punctuation (its comma pattern) + process_digit_article."""
+    return vqa_process_digit_article(vqa_process_punctuation(_prep(text), LMMS_COMMA_STRIP, OFFICIAL_PERIOD_STRIP))
+
+
 def vqa_vlmevalkit_answer(text):
     """VLMEvalKit vqa_eval.py process_answer (smp/misc.py process_punctuation)."""
     return vqa_process_digit_article(vqa_process_punctuation(_prep(text), OFFICIAL_COMMA_STRIP, VLMEVALKIT_PERIOD_STRIP))
@@ -395,6 +400,38 @@ def ocrbench_score(predict, answers, dataset_name):
             if answer in predict:
                 result = 1
     return result
+
+
+def _fold_fullwidth_ascii(text):
+    folded = []
+    for char in text:
+        codepoint = ord(char)
+        if 0xFF01 <= codepoint <= 0xFF5E:
+            folded.append(chr(codepoint - 0xFEE0))
+        elif codepoint == 0x3000:
+            folded.append(" ")
+        else:
+            folded.append(char)
+    return "".join(folded)
+
+
+def ocrbench_lmms_score(pred, gt_ans, dataset_name):
+    """lmms-eval tasks/ocrbench/utils.py ocrbench_process_results."""
+    pred = pred.strip()
+    score = 0
+    if dataset_name == "HME100k":
+        for j in range(len(gt_ans)):
+            answer = gt_ans[j].strip().replace("\n", " ").replace(" ", "")
+            predict = pred.strip().replace("\n", " ").replace(" ", "")
+            if answer in predict:
+                score = 1
+    else:
+        for j in range(len(gt_ans)):
+            answer = _fold_fullwidth_ascii(gt_ans[j]).lower().strip().replace("\n", " ")
+            predict = _fold_fullwidth_ascii(pred).lower().strip().replace("\n", " ")
+            if answer in predict:
+                score = 1
+    return score
 
 
 def pope_label(text):

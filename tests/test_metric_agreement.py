@@ -54,7 +54,8 @@ def perturb(rng: random.Random, text: str) -> str:
         lambda t: t.replace("'", ""), lambda t: t.replace("'", "\u2019"), lambda t: t.replace("2", "two"),
         lambda t: t.replace("two", "2"), lambda t: " " + t + " ", lambda t: t.replace(" ", "  "),
         lambda t: t + ",", lambda t: t.replace("-", " "), lambda t: t + "%", lambda t: t.replace(".", ""),
-        lambda t: t,
+        lambda t: t.replace(",", ""), lambda t: t.replace("?", ""), lambda t: t.replace("'s", " 's"),
+        lambda t: t + "3.", lambda t: t.replace(" ", ","), lambda t: t,
     ]
     for _ in range(rng.randint(1, 2)):
         text = rng.choice(moves)(text)
@@ -90,6 +91,10 @@ def vqa_cases(seed: int) -> list[tuple[str, list[str]]]:
         r = rng.random()
         pred = (long_text(rng) if i % 97 == 0 else perturb(rng, rng.choice(pool)) if r < 0.6
                 else rng.choice(pool) if r < 0.8 else phrase(rng))
+        if i % 10 == 0:  # numbers with a trailing period, where the references' period rules differ
+            pool = [rng.choice(["2", "10", "3.5", "1,000", "45%", "two", "7 ft"]) for _ in range(3)]
+            answers = [rng.choice(pool) for _ in range(10)]
+            pred = rng.choice(pool) + rng.choice([".", ". ", "", "!", "..."])
         if i % 89 == 0:
             answers = [long_text(rng)] * 3 + answers[:7]
             pred = answers[0] + rng.choice(["", " .", ".", "!"])
@@ -105,6 +110,14 @@ def vqa_cases(seed: int) -> list[tuple[str, list[str]]]:
 def test_vqa_accuracy_agrees_with_its_reference(name, reference):
     fn = METRICS.get(name).fn
     _check(name, vqa_cases(1), lambda p, a: fn(p, sample(a, name)), lambda p, a: ref.vqa_score(p, a, reference))
+
+
+def test_vqa_accuracy_agrees_with_lmms_eval_vqav2_too():
+    # lmms-eval's VQAv2 task differs from the script only in accepting repeated commas between
+    # digits ("1,,000") as a number; the generator includes such pieces.
+    fn = METRICS.get("vqa_accuracy").fn
+    _check("vqa_accuracy vs lmms-eval vqav2", vqa_cases(1), lambda p, a: fn(p, sample(a, "vqa_accuracy")),
+           lambda p, a: ref.vqa_score(p, a, ref.vqa_lmms_vqav2_answer))
 
 
 def test_exact_match_agrees_with_vqa_normalised_equality():
@@ -226,6 +239,10 @@ def test_multiple_choice_can_infer_agrees_with_vlmevalkit():
 
 
 # -- OCRBench -----------------------------------------------------------------------------------
+def fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else "\u3000" if c == " " else c for c in text)
+
+
 def test_ocrbench_agrees_with_the_authors_scorer():
     rng = random.Random(7)
     cases = []
@@ -236,12 +253,16 @@ def test_ocrbench_agrees_with_the_authors_scorer():
         a = rng.choice(answers)
         pred = rng.choice([
             a, perturb(rng, a), f"The text says {a}.", a.replace(" ", "\n"), a.replace(" ", "\t"),
-            a.replace(" ", "  "), a.upper(), f"  {a}\n", phrase(rng), a.replace(" ", ""),
+            a.replace(" ", "  "), a.upper(), f"  {a}\n", phrase(rng), a.replace(" ", ""), fullwidth(a),
+            f"It reads {fullwidth(a.upper())}",
         ])
         cases.append((pred, answers, "Handwritten Mathematical Expression Recognition" if formula else "Scene Text-centric VQA"))
     fn = METRICS.get("contains").fn
     _check("contains", cases, lambda p, a, c: fn(p, sample(a, "contains", category=c)),
            lambda p, a, c: ref.ocrbench_score(p, a, "HME100k" if "Mathematical" in c else "other"))
+    wide = METRICS.get("contains_fullwidth").fn
+    _check("contains_fullwidth", cases, lambda p, a, c: wide(p, sample(a, "contains_fullwidth", category=c)),
+           lambda p, a, c: ref.ocrbench_lmms_score(p, a, "HME100k" if "Mathematical" in c else "other"))
 
 
 def test_pope_agrees_with_the_authors_rule():
@@ -253,3 +274,22 @@ def test_pope_agrees_with_the_authors_rule():
         cases.append((out, rng.choice(["yes", "no"])))
     fn = METRICS.get("pope").fn
     _check("pope", cases, lambda o, g: fn(o, sample([g], "pope")), lambda o, g: float(ref.pope_label(o) == g))
+
+
+# -- Documented differences: each is kept out of the generators above and shown here, so that a
+# -- change in either direction is seen.
+def test_documented_differences_from_the_references():
+    # One annotator answer: the references leave it out and score 0 whatever the output.
+    assert ref.vqa_score("dog", ["dog"]) == 0.0
+    assert METRICS.get("vqa_accuracy").fn("dog", sample(["dog"], "vqa_accuracy")) == 1.0
+    # A multiple-choice gold stored as an option's text: the references compare letters only.
+    choices = ("dog", "cat", "bird", "fish")
+    assert ref.mmstar_score("B", "cat") == 0.0
+    assert METRICS.get("multiple_choice").fn("B", sample(["cat"], "multiple_choice", choices=choices)) == 1.0
+    # No answers at all: the reference's min() of nothing raises; we score 0.
+    with pytest.raises(ValueError):
+        ref.anls_score("x", [])
+    assert METRICS.get("anls").fn("x", sample([], "anls")) == 0.0
+    # VLMEvalKit's period rule and lmms-eval's TextVQA processor are options, not the default.
+    assert ref.vqa_official_answer("3.") != ref.vqa_vlmevalkit_answer("3.")
+    assert ref.vqa_official_answer("man's") != ref.vqa_evalai_answer("man's")
