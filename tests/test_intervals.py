@@ -133,3 +133,15 @@ def test_detectable_drop_inverts_samples_needed():
     assert samples_needed(0.8, d) <= 294
     assert detectable_drop(0.8, 100) > d  # fewer samples, only larger drops
     assert math.isnan(detectable_drop(0.5, 5))  # five samples cannot show even a fall to zero
+
+
+def test_macro_interval_weighs_categories_equally():
+    from harness.intervals import macro_interval
+
+    scores = [1.0] * 20 + [0.0, 1.0, 0.0, 1.0]
+    strata = ["big"] * 20 + ["small"] * 4
+    got = macro_interval(scores, strata)
+    assert got.mean == pytest.approx(0.75) and got.n == 24 and got.n_clusters == 2
+    assert got.method == "stratified-bootstrap" and got.low < 0.75 < got.high
+    assert got == macro_interval(scores, strata)  # seeded
+    assert macro_interval([1.0, 0.0], ["a", "b"]).too_few
