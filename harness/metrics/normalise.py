@@ -17,6 +17,9 @@ vlmeval/dataset/utils/vqa_eval.py process_answer). In order:
    the articles a, an, the go; a word the contraction table knows gets its apostrophe back
    ("dont" is "don't"; "its" and "mans" stay as they are).
 
+lmms-eval's VQAv2 task differs from the script only in its digit-comma-digit test, which also
+accepts repeated commas ("1,,000"); we follow the script there.
+
 Variants, each a named metric option elsewhere:
 - "vlmevalkit": step 3 keeps a period that follows a digit ("3." stays), VLMEvalKit's
   vlmeval/smp/misc.py process_punctuation.
