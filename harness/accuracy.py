@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from harness.stats import bootstrap_ci
+from harness.intervals import detectable_drop, mean_interval
 
 # How a metric's per-sample scores become one figure (MetricSpec.aggregation).
 AGGREGATIONS = {"mean": np.mean, "median": np.median}
@@ -36,8 +36,16 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("n", pa.int64(), "scored samples (repetitions of a sample are averaged first)"),
     ("aggregation", pa.string(), "how per-sample scores were combined (the metric's aggregation: mean, median)"),
     ("mean", pa.float64(), "the aggregated score, 0..1; null when n is 0"),
-    ("ci_low", pa.float64(), "lower end of the 95 % percentile-bootstrap interval of the mean"),
+    ("ci_low", pa.float64(), "lower end of the 95 % interval (method in `interval`); null: too few samples to tell"),
     ("ci_high", pa.float64(), "upper end of that interval"),
+    ("interval", pa.string(), "wilson (0/1 scores), bootstrap (graded), cluster-bootstrap (questions sharing an "
+                              "image resampled together) or 'too few' (fewer than 5 samples or images)"),
+    ("n_clusters", pa.int64(), "distinct images behind the n samples: the independent units"),
+    ("detectable_drop", pa.float64(), "the smallest fall from this score that a run of the same size detects "
+                                      "(two-sided 5 %, power 80 %; 0/1 scores only)"),
+    ("statistic", pa.string(), "'score' for the metric's aggregate; otherwise a published benchmark-level figure "
+                               "(category '@<benchmark>') such as 'average' or 'total'"),
+    ("unit", pa.string(), "fraction (0..1), % or points"),
     ("n_error", pa.int64(), "rows that failed (status error, or ok but unscored): not in n"),
     ("n_unsupported", pa.int64(), "rows the model could not take (status unsupported): not in n"),
     ("errors", pa.string(), "exclude: failed rows left out of n; zero: counted as score 0"),
@@ -72,19 +80,27 @@ def aggregation(metric_names: list[str]) -> str:
     return agg
 
 
-def _summarise(key: dict, scores: pd.Series, metrics: list[str], n_error: int, n_unsupported: int,
+def _summarise(key: dict, samples: pd.DataFrame, metrics: list[str], n_error: int, n_unsupported: int,
                *, level: float, resamples: int, seed: int, errors: str) -> dict:
-    vals = scores.to_numpy(dtype=float)
+    vals = samples["score"].to_numpy(dtype=float)
     names = sorted({m for m in metrics if isinstance(m, str) and m})
     agg = aggregation(names)
     if agg == "mean":
-        low, high = bootstrap_ci(vals, level=level, resamples=resamples, seed=seed)
+        # harness.intervals: Wilson for 0/1 scores, bootstrap for graded ones, clustered by image
+        # when several questions share one (as lmms-eval's cluster_key).
+        iv = mean_interval(vals, clusters=list(samples["cluster"]), level=level, seed=seed)
+        low, high, method, n_clusters = iv.low, iv.high, iv.method, iv.n_clusters
     else:
         low, high = _bootstrap_stat(vals, AGGREGATIONS[agg], level, resamples, seed)
+        method, n_clusters = "bootstrap", samples["cluster"].nunique()
+    value = float(AGGREGATIONS[agg](vals)) if len(vals) else math.nan
+    binary = len(vals) > 0 and bool(np.all((vals == 0) | (vals == 1)))
     return {
         **key, "metric": "+".join(names), "higher_is_better": direction(names), "n": len(vals),
-        "aggregation": agg, "mean": float(AGGREGATIONS[agg](vals)) if len(vals) else math.nan,
-        "ci_low": low, "ci_high": high, "n_error": n_error, "n_unsupported": n_unsupported, "errors": errors,
+        "aggregation": agg, "mean": value, "ci_low": low, "ci_high": high, "interval": method,
+        "n_clusters": int(n_clusters), "detectable_drop": detectable_drop(value, len(vals)) if binary else math.nan,
+        "statistic": "score", "unit": "fraction", "n_error": n_error, "n_unsupported": n_unsupported,
+        "errors": errors,
     }
 
 
@@ -120,7 +136,8 @@ def per_sample_scores(df: pd.DataFrame, errors: str = "exclude") -> pd.DataFrame
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
     d = measured_rows(df)
-    cols = ["model", "suite", "suite_hash", "category", "sample_id", "score", "metric", "cluster"]
+    cols = ["model", "suite", "suite_hash", "category", "sample_id", "score", "metric", "cluster", "output", "answers",
+            "benchmark"]
     if d.empty:
         return pd.DataFrame(columns=cols)
     scored = (d["status"] == "ok") & d["score"].notna()
@@ -129,11 +146,16 @@ def per_sample_scores(df: pd.DataFrame, errors: str = "exclude") -> pd.DataFrame
         d.loc[failed, "score"] = 0.0
         scored = scored | failed
     d = d[scored]
+    for col in ("output", "answers", "benchmark"):
+        if col not in d:
+            d[col] = None
     images = d["images"] if "images" in d else [None] * len(d)
     d["cluster"] = [str(im[0]) if im is not None and len(im) else sid
                     for im, sid in zip(images, d["sample_id"], strict=True)]
     return (d.groupby([*_GROUP, "category", "sample_id"], sort=False, dropna=False)
-            .agg(score=("score", "mean"), metric=("metric", "first"), cluster=("cluster", "first")).reset_index()
+            .agg(score=("score", "mean"), metric=("metric", "first"), cluster=("cluster", "first"),
+                 output=("output", "first"), answers=("answers", "first"), benchmark=("benchmark", "first"))
+            .reset_index()
             [cols])
 
 
@@ -160,14 +182,32 @@ def accuracy_table(df: pd.DataFrame, *, level: float = 0.95, resamples: int = 20
     for key, rows in d.groupby(_GROUP, sort=True):
         base = dict(zip(_GROUP, key, strict=True))
         samples = by_group.get(key, empty)
-        out.append(_summarise({**base, "category": ALL}, samples["score"], list(rows["metric"]),
+        out.append(_summarise({**base, "category": ALL}, samples, list(rows["metric"]),
                               int(rows["_error"].sum()), int(rows["_unsupported"].sum()), **opts))
         for cat, crow in rows.groupby("category", sort=True):
             cs = samples[samples["category"] == cat]
-            out.append(_summarise({**base, "category": cat}, cs["score"], list(crow["metric"]),
+            out.append(_summarise({**base, "category": cat}, cs, list(crow["metric"]),
                                   int(crow["_error"].sum()), int(crow["_unsupported"].sum()), **opts))
+        out.extend(_benchmark_rows(base, samples, errors))
     table = pd.DataFrame(out, columns=NAMES)
     return pa.Table.from_pandas(table, schema=SCHEMA, preserve_index=False).to_pandas()
+
+
+def _benchmark_rows(base: dict, samples: pd.DataFrame, errors: str) -> list[dict]:
+    """The published benchmark-level figures a suite asks for (its `benchmark` field), as rows of
+    category '@<benchmark>' (harness.benchmark_scores)."""
+    from harness.benchmark_scores import BENCHMARKS
+
+    names = {b for v in samples.get("benchmark", pd.Series(dtype=object)).dropna() for b in str(v).split(",") if b}
+    out = []
+    for name in sorted(names):
+        for fig in BENCHMARKS.get(name)(samples):
+            out.append({**base, "category": f"@{name}", "metric": "+".join(sorted(set(samples["metric"]))),
+                        "higher_is_better": True, "n": int(fig.get("n", 0)), "aggregation": name,
+                        "mean": fig["value"], "ci_low": fig.get("ci_low", math.nan), "ci_high": fig.get("ci_high", math.nan),
+                        "interval": "", "n_clusters": None, "detectable_drop": math.nan, "statistic": fig["name"],
+                        "unit": fig.get("unit", ""), "n_error": None, "n_unsupported": None, "errors": errors})
+    return out
 
 
 def write_accuracy(run_dir: Path | str, df: pd.DataFrame, filename: str = FILENAME) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
-# v2: keywords, choices and metric_version (scoring is a pure function of a stored row, so a
+# v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, harness_s and parent_cpu_s.
 # Older files are read through harness/migrations.py.
 
@@ -38,6 +38,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("suite", pa.string(), "suite name"),
     ("suite_kind", pa.string(), "natural or synthetic"),
     ("suite_hash", pa.string(), "sha256 over everything that defines the suite's samples"),
+    ("benchmark", pa.string(), "published benchmark-level figures the suite reports (harness/benchmark_scores.py), comma-separated"),
     ("sample_id", pa.string(), "sample id within the suite"),
     ("category", pa.string(), "what the question probes"),
     ("repeat", pa.int32(), "repetition index, 0-based"),

@@ -72,7 +72,8 @@ class _SuiteRows:
             **self.load,
             "run_id": self.tester.run_id, "model": self.spec.name, "adapter": self.spec.adapter,
             "model_source": self.spec.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
-            "suite_hash": task.suite.hash, "sample_id": s.id, "category": s.category, "repeat": task.repeat,
+            "suite_hash": task.suite.hash, "benchmark": ",".join(task.suite.definition.benchmark) or None,
+            "sample_id": s.id, "category": s.category, "repeat": task.repeat,
             "prompt": s.prompt, "images": list(s.images), "answers": list(s.answers), "metric": s.metric,
             # Empty lists, not null: null marks a row from before these were stored (scoring.py).
             "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,

@@ -57,6 +57,7 @@ class SuiteDef:
     params: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     tags: tuple[str, ...] = ()  # "default": part of a run that names no suite
+    benchmark: tuple[str, ...] = ()  # published benchmark-level figures (harness/benchmark_scores.py)
 
 
     def canonical(self) -> str:
@@ -86,7 +87,7 @@ KINDS = ("natural", "synthetic")
 _FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "kind": (str,), "source": (str,), "metric": (str,), "prompt": (str,),
     "max_tokens": (int,), "samples": (int,), "seed": (int,), "description": (str,), "params": (dict,),
-    "tags": (list,), "include": (str,),
+    "tags": (list,), "include": (str,), "benchmark": (list,),
 }
 _REQUIRED = ("name", "kind", "source", "metric", "prompt")
 
@@ -145,6 +146,11 @@ def parse_suite(path: Path) -> SuiteDef:
         raise SuiteError(f"{path}: field 'prompt' must contain {{question}}")
     if not isinstance(data.get("tags", []), list) or not all(isinstance(t, str) for t in data.get("tags", [])):
         raise SuiteError(f"{path}: field 'tags' must be a list of strings, e.g. tags = [\"default\"]")
+    from harness.benchmark_scores import BENCHMARKS
+
+    for name in data.get("benchmark", []):
+        if name not in BENCHMARKS:
+            raise SuiteError(f"{path}: field 'benchmark' names {name!r}; known: {', '.join(BENCHMARKS.names())}")
     from harness.metrics import METRICS
 
     for key, registry in (("source", SOURCES), ("metric", METRICS)):
@@ -159,7 +165,7 @@ def parse_suite(path: Path) -> SuiteDef:
         name=data["name"], kind=data["kind"], source=data["source"], metric=data["metric"],
         prompt=data["prompt"], max_tokens=data.get("max_tokens", 16), samples=data.get("samples", 20),
         seed=data.get("seed", 0), description=data.get("description", ""), params=data.get("params", {}),
-        path=path, tags=tuple(data.get("tags", ())),
+        path=path, tags=tuple(data.get("tags", ())), benchmark=tuple(data.get("benchmark", ())),
     )
 
 
