@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from harness import schema as results_schema
 from harness.intervals import detectable_drop, mean_interval
 
 # How a metric's per-sample scores become one figure (MetricSpec.aggregation).
@@ -25,12 +26,11 @@ ERRORS = ("exclude", "zero")
 ALL = "*"  # the category of a whole-suite row
 FILENAME = "accuracy.parquet"
 
-# name, type, unit / meaning
+# name, type, unit / meaning; the key columns mean what they mean in the results schema
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("model", pa.string(), "model name as the user gave it"),
-    ("suite", pa.string(), "suite name"),
-    ("suite_hash", pa.string(), "suite content hash: rows of different hashes are never pooled"),
-    ("category", pa.string(), "question category, or '*' for the whole suite"),
+    *((name, results_schema.SCHEMA.field(name).type, results_schema.DESCRIPTIONS[name])
+      for name in ("model", "suite", "suite_hash")),
+    ("category", pa.string(), "question category, '*' for the whole suite, '@<benchmark>' for published figures"),
     ("metric", pa.string(), "metric name ('+'-joined when a suite mixes metrics)"),
     ("higher_is_better", pa.bool_(), "direction of the metric; null when mixed or unknown"),
     ("n", pa.int64(), "scored samples (repetitions of a sample are averaged first)"),

@@ -67,3 +67,6 @@ class Measurement:
     # Seconds inside the model's generation calls (earlier turns included): the rest of the
     # worker's time on a sample is the harness's own cost. None when an adapter cannot tell.
     model_s: float | None = None
+    # Seconds preparing inputs any script feeding the model needs: decoding the images and
+    # applying the chat template (a bare mlx_vlm loop does both inside its call).
+    inputs_s: float | None = None

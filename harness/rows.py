@@ -31,5 +31,5 @@ def measurement_columns(m: Measurement) -> dict[str, Any]:
         "turn_outputs": list(m.turn_outputs) or None,
         "server_prompt_tokens": m.server_prompt_tokens, "server_completion_tokens": m.server_completion_tokens,
         "server_prefill_s": m.server_prefill_s, "server_prefill_tps": m.server_prefill_tps,
-        "server_decode_tps": m.server_decode_tps,
+        "server_decode_tps": m.server_decode_tps, "inputs_s": m.inputs_s,
     }

@@ -95,14 +95,6 @@ class RunDir:
         return self.path / PARTS
 
     @property
-    def accuracy(self) -> Path:
-        return self.path / ACCURACY
-
-    @property
-    def report(self) -> Path:
-        return self.path / REPORT
-
-    @property
     def quarantine(self) -> Path:
         return self.path / QUARANTINE
 

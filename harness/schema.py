@@ -15,7 +15,7 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 2
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
-# metric fix is a rescore), traceback, model_role, harness_s and parent_cpu_s.
+# metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
 # Older files are read through harness/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -71,8 +71,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("peak_mlx_bytes", pa.int64(), "peak MLX allocation during this generation, bytes"),
     ("peak_rss_bytes", pa.int64(), "peak process resident memory during this generation, bytes"),
     ("load_peak_mlx_bytes", pa.int64(), "MLX memory held after loading, bytes"),
-    ("harness_s", pa.float64(), "the worker's time on this sample outside the model's calls (images, checks, "
-                                "prompt, hand-off), seconds"),
+    ("inputs_s", pa.float64(), "preparing the inputs any caller must: decoding images, the chat template, seconds"),
+    ("harness_s", pa.float64(), "the worker's own time on this sample beyond the model's calls and inputs_s "
+                                "(image and memory checks, bookkeeping, hand-off), seconds"),
     ("parent_cpu_s", pa.float64(), "the supervising process's CPU time to score and store this row, seconds"),
     ("preprocessing", pa.string(), "JSON: what was done to each image (format, mode, EXIF, resize) and the limits"),
     # what a server reported about itself (adapter openai); the columns above are client-measured

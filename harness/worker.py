@@ -69,7 +69,7 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, cra
             status, error, tb = "error", "out of memory during generation", traceback.format_exc()
         except Exception as e:
             status, error, tb = "error", one_line(e), traceback.format_exc()
-        model_s = workload.model_seconds(result)
+        model_s = workload.model_seconds(result)  # the model's calls and the inputs any caller prepares
         total = time.perf_counter() - t0
         harness_s = max(0.0, total - model_s) + handoff_s if model_s is not None else None
         t1 = time.perf_counter()

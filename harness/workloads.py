@@ -53,7 +53,9 @@ class SuiteWorkload:
 
     @staticmethod
     def model_seconds(result: Any) -> float | None:
-        return getattr(result, "model_s", None)
+        """The task's time spent by the model, or preparing what any caller must give it."""
+        model_s = getattr(result, "model_s", None)
+        return None if model_s is None else model_s + (getattr(result, "inputs_s", None) or 0.0)
 
 
 # What the speed tests measure; part of every test's hash (harness/speed.py).
