@@ -58,7 +58,11 @@ def models_dir() -> Path:
 
 def parse_model_file(path: Path) -> ModelSpec:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read model file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ModelError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ModelError(f"{path}: not valid TOML: {e}") from None
     allowed = {f.name for f in fields(ModelSpec)}
@@ -86,7 +90,17 @@ def _check_type(path: Path, name: str, value: object, want: type) -> object:
         raise ModelError(f"{path}: field {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
     if want in (int, float) and value < 0:
         raise ModelError(f"{path}: field {name!r} must not be negative, got {value!r}")
+    lo, hi = RANGES.get(name, (None, None))
+    if hi is not None and not lo <= value <= hi:
+        raise ModelError(f"{path}: field {name!r} is {value!r}; allowed {lo}..{hi}")
     return value
+
+
+# Fields with a range beyond "not negative": what a server or mlx_vlm accepts, and sanity.
+RANGES: dict[str, tuple[float, float]] = {
+    "max_tokens": (0, 32768), "temperature": (0.0, 5.0), "top_p": (0.0, 1.0), "timeout_s": (0.001, 86400.0),
+    "params_b": (0.0, 10_000.0),
+}
 
 
 def _validated(path: Path, data: dict) -> dict:
@@ -134,14 +148,32 @@ def fixture_specs() -> dict[str, ModelSpec]:
     return out
 
 
-def known_models() -> dict[str, ModelSpec]:
-    specs = fixture_specs()
+def model_files() -> tuple[dict[str, ModelSpec], dict[str, ModelError]]:
+    """Specs from models/*.toml, and the files that could not be read, each apart: one bad file
+    affects only the model it describes."""
+    specs: dict[str, ModelSpec] = {}
+    broken: dict[str, ModelError] = {}
     if models_dir().is_dir():
         for path in sorted(models_dir().glob("*.toml")):
-            spec = parse_model_file(path)
+            try:
+                spec = parse_model_file(path)
+            except ModelError as e:
+                broken[path.stem] = e
+                continue
             specs[spec.name] = spec
             for alias in spec.aliases:
                 specs.setdefault(alias, spec)
+    return specs, broken
+
+
+def known_models() -> dict[str, ModelSpec]:
+    specs = fixture_specs()
+    files, _ = model_files()
+    for name, spec in files.items():
+        if name == spec.name:  # a model file's own name wins over a fixture's
+            specs[name] = spec
+        else:  # an alias never hides another model
+            specs.setdefault(name, spec)
     return specs
 
 
@@ -149,6 +181,11 @@ def resolve(name: str) -> ModelSpec:
     known = known_models()
     if name in known:
         return known[name]
+    _, broken = model_files()
+    stem = Path(name).stem if name.endswith(".toml") else name.rsplit("/", 1)[-1].lower()
+    for key in (name, stem):
+        if key in broken:
+            raise broken[key]
     path = Path(name).expanduser()
     if path.suffix == ".toml" and path.is_file():
         return parse_model_file(path)

@@ -59,14 +59,14 @@ def token_limit(settings: Settings, spec: ModelSpec, sample: Sample) -> int:
     return settings.max_tokens or spec.max_tokens or sample.max_tokens
 
 
-def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_suite: Callable[[str], Suite],
+def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_suite: Callable[..., Suite],
               done: set[tuple] = frozenset()) -> Plan:
     """Every task still to measure; `done` holds (model, suite, suite_hash, sample_id, repeat)."""
     problems: list[Problem] = []
     loaded: list[Suite] = []
     for name in suites:
         try:
-            loaded.append(load_suite(name))
+            loaded.append(load_suite(name, settings.limit))
         except SuiteError as e:
             problems.append(Problem("*", name, str(e)))
     planned = []

@@ -38,10 +38,10 @@ def test_run_writes_parquet_and_report_and_prints_their_paths(fixtures_root, tmp
 
 def test_bad_names_give_one_line_errors_that_say_what_to_do(fixtures_root, tmp_path):
     r = cli("run", "-m", "fixture-qwen2_5_vl", "-s", "natrual", "--out", str(tmp_path))
-    assert r.returncode == 1  # nothing could be measured
+    assert r.returncode == 2  # a malformed input
     assert "unknown suite 'natrual'. Did you mean natural?" in r.stderr
     r = cli("run", "-m", str(tmp_path / "no-such-dir"), "-s", "synthetic-shapes", "--out", str(tmp_path))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "checkpoint directory" in r.stderr and "does not exist" in r.stderr
     r = cli("report", str(tmp_path / "nothing-here"))
     assert r.returncode == 2

@@ -9,7 +9,7 @@ from harness.commands import command
 @command("models", "list known models and whether each is available here", lambda p: None)
 def run(args: argparse.Namespace) -> int:
     from harness.fixtures.build import default_root, is_valid
-    from harness.models import known_models
+    from harness.models import known_models, model_files
 
     for name, spec in known_models().items():
         if name != spec.name:
@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
         extra = f" (also: {', '.join(spec.aliases)})" if spec.aliases else ""
         size = f"~{spec.weight_bytes / 1e9:.1f} GB" if spec.weight_bytes else ""
         print(f"{name:42} {spec.adapter:8} {spec.quantization or '':5} {size:9} {here:32} {spec.description}{extra}")
-    return 0
+    _, broken = model_files()
+    for stem, error in broken.items():  # listed, not fatal: every other model still works
+        print(f"{stem:42} error: {error}")
+    return 1 if broken else 0
 
 
 def _in_hub_cache(repo_id: str) -> bool:

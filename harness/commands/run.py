@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.commands import command
+from harness.commands import command, int_in, positive_float
 
 
 def configure(r: argparse.ArgumentParser) -> None:
@@ -13,11 +13,11 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
     r.add_argument("--resume", action="store_true", help="continue the interrupted run (the newest unfinished one of the same models and suites, or --run-id), skipping finished samples")
-    r.add_argument("--repeats", type=int, default=1, help="measure each sample N times (default 1)")
-    r.add_argument("--warmup", type=int, default=1, help="untimed generations per model before measuring (default 1)")
-    r.add_argument("--limit", type=int, help="use only the first N samples of each suite")
-    r.add_argument("--max-tokens", type=int, help="override every suite's generation limit")
-    r.add_argument("--timeout", type=float, default=600.0, help="seconds one sample may take before its worker is stopped (default 600)")
+    r.add_argument("--repeats", type=int_in(1, 1000), default=1, help="measure each sample N times (default 1)")
+    r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed generations per model before measuring (default 1)")
+    r.add_argument("--limit", type=int_in(1), help="use only the first N samples of each suite")
+    r.add_argument("--max-tokens", type=int_in(1, 32768), help="override every suite's generation limit")
+    r.add_argument("--timeout", type=positive_float, default=600.0, help="seconds one sample may take before its worker is stopped (default 600)")
     r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
     r.add_argument("--report", help="where to write the HTML report (default: <run>/report.html)")
     r.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -55,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
         from harness.speed import reuse_summary
 
         print(reuse_summary(df))
-    return 0 if counts.get("ok", 0) else 1
+    # A malformed input (bad suite or model file, unknown name) is exit 2, after the rest ran.
+    bad_input = bool(((df["sample_id"] == "*") & (df["status"] == "error")).any())
+    return 2 if bad_input else 0 if counts.get("ok", 0) else 1

@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.commands import command
+from harness.commands import command, int_in, positive_float
 
 
 def configure(r: argparse.ArgumentParser) -> None:
@@ -12,13 +12,13 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("-p", "--prompt-lengths", default="64,256", help="prefill tests: prompt lengths in tokens (default 64,256; '' for none)")
     r.add_argument("-n", "--gen-lengths", default="32,128", help="decode tests: tokens generated (default 32,128; '' for none)")
     r.add_argument("--image-sizes", default="224,448", help="image prefill tests: square image sides in pixels (default 224,448; '' for none)")
-    r.add_argument("--repeats", "-r", type=int, default=5, help="repetitions per test (default 5)")
-    r.add_argument("--warmup", type=int, default=1, help="untimed runs before each test (default 1)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random prompts and images (default 0)")
+    r.add_argument("--repeats", "-r", type=int_in(1, 1000), default=5, help="repetitions per test (default 5)")
+    r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed runs before each test (default 1)")
+    r.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the random prompts and images (default 0)")
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
     r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
-    r.add_argument("--timeout", type=float, default=600.0, help="seconds one test may take before its worker is stopped")
+    r.add_argument("--timeout", type=positive_float, default=600.0, help="seconds one test may take before its worker is stopped")
 
 
 @command("speed", "llama-bench-style sweeps: prefill (pp), decode (tg) and image prefill (img) tokens/s", configure)

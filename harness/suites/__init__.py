@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,12 @@ def parse_suite(path: Path) -> SuiteDef:
             registry.get(data[key])
         except UnknownNameError as e:
             raise SuiteError(f"{path}: field {key!r}: {e}") from None
-    for key, lo, hi in (("max_tokens", 1, 4096), ("samples", 1, 100_000)):
+    try:
+        data["prompt"].format(question="")
+    except (KeyError, IndexError, ValueError) as e:
+        raise SuiteError(f"{path}: field 'prompt' is not a valid template ({type(e).__name__}: {e}); "
+                         "use {question} for the question and {{ }} for literal braces") from None
+    for key, lo, hi in (("max_tokens", 1, 4096), ("samples", 1, 100_000), ("seed", 0, 2**32 - 1)):
         if key in data and not lo <= data[key] <= hi:
             raise SuiteError(f"{path}: field {key!r} is {data[key]}; allowed {lo}..{hi}")
     return SuiteDef(
@@ -265,8 +270,15 @@ def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
     return Suite(definition=defn, hash=h.hexdigest(), samples=tuple(samples))
 
 
-def load_suite(name_or_path: str) -> Suite:
-    return materialise(find_suite(name_or_path))
+def load_suite(name_or_path: str, limit: int | None = None) -> Suite:
+    """The suite's samples; with `limit`, only the first `limit` are generated (never all of
+    them first), and the hash covers exactly the samples measured."""
+    defn = find_suite(name_or_path)
+    if limit is not None and limit < 1:
+        raise SuiteError(f"--limit must be at least 1, got {limit}")
+    if limit is not None and limit < defn.samples:
+        defn = replace(defn, samples=limit)
+    return materialise(defn)
 
 
 def check_params(defn: SuiteDef, spec: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
