@@ -1,0 +1,14 @@
+"""Serving under load: concurrency and request-rate sweeps against an OpenAI-compatible server.
+
+One module, one job:
+  requests.py  suite samples -> request bodies (images as data URIs or as references)
+  client.py    one streamed chat-completions request, timed chunk by chunk (asyncio + httpx)
+  loadgen.py   closed-loop (fixed concurrency) and open-loop (Poisson / constant rate) steps
+  rows.py      the per-request row schema (versioned) and atomic parquet writes
+  metrics.py   the field's metric definitions and per-step summaries derived from the rows
+  report.py    HTML / Markdown / terminal report with latency-throughput curves
+
+Data flows one way: requests -> loadgen (client) -> rows -> metrics -> report. Every figure in a
+report is computed from load.parquet by `metrics.summarise`, so rows from several runs or
+machines can be concatenated and summarised again (percentiles are recomputed, never averaged).
+"""

@@ -1,0 +1,201 @@
+"""The load report: per-step table and latency-throughput curves (HTML with inline SVG images),
+a GitHub Markdown table, and the table for the terminal; every figure from `metrics.summarise`.
+
+Charts are SVG files embedded as <img> data URIs: text drawn from a result file (a model name)
+stays inside an image and can never become markup of the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
+
+from harness.serving.metrics import LAG_FRACTION, SATURATION_GAIN  # noqa: E402
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _svg(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def load_label(row: pd.Series) -> str:
+    return f"rate {row['target_rate']:g}/s" if row["mode"] == "rate" else f"concurrency {int(row['target_concurrency'])}"
+
+
+def _series(summary: pd.DataFrame):
+    for n, ((model, suite, mode), g) in enumerate(summary.groupby(["model", "suite", "mode"], sort=False)):
+        name = Path(str(model)).name or str(model)
+        label = f"{name} · {suite}" if summary["suite"].nunique() > 1 else name
+        yield PALETTE[n % len(PALETTE)], label, mode, g
+
+
+def _xlabel(mode: str) -> str:
+    return "target request rate (requests/s)" if mode == "rate" else "concurrency (requests in flight)"
+
+
+def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str, str]]:
+    """[{id, title, caption, uri}] for the report."""
+    if summary.empty:
+        return []
+    out = []
+    pcols = [p for p in (50.0, 90.0, 99.0) if p in percentiles] or list(percentiles)[:3]
+    styles = ("-", "--", ":")
+    for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT")):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for colour, label, _, g in _series(summary):
+            for p, ls in zip(pcols, styles, strict=False):
+                col = f"{metric}_p{p:g}_ms"
+                ax.plot(g["request_throughput"], g[col], ls, marker="o", color=colour, label=f"{label} p{p:g}")
+            for _, r in g.iterrows():
+                ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_p{pcols[-1]:g}_ms"]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=8)
+            sat = g[g["saturated"]]
+            if not sat.empty:
+                ax.axvline(sat["request_throughput"].iloc[0], color=colour, alpha=0.4, lw=1)
+        ax.set_xlabel("achieved request throughput (requests/s)")
+        ax.set_ylabel(f"{title} (ms)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        out.append({"id": f"{metric}-curve", "title": f"{title} percentiles vs achieved throughput",
+                    "caption": f"Each point is one step (labelled with its load); the vertical line marks the "
+                               f"saturation point. {title} per vLLM's definition.",
+                    "uri": _svg(fig)})
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax2 = ax.twinx()
+    for colour, label, mode, g in _series(summary):
+        ax.plot(g["load"], g["request_throughput"], "-", marker="o", color=colour, label=f"{label} throughput")
+        if g["request_goodput"].notna().any():
+            ax.plot(g["load"], g["request_goodput"], "--", marker="s", color=colour, label=f"{label} goodput")
+        ax2.plot(g["load"], g["output_throughput"], ":", marker="^", color=colour, label=f"{label} output tokens/s")
+        ax.set_xlabel(_xlabel(mode))
+    ax.set_ylabel("requests/s")
+    ax2.set_ylabel("output tokens/s")
+    ax.grid(alpha=0.3)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    out.append({"id": "throughput", "title": "Throughput and goodput vs load",
+                "caption": "Goodput counts only requests that met every SLO given with --slo (absent without one).",
+                "uri": _svg(fig)})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.6, 3.4))
+    for colour, label, mode, g in _series(summary):
+        ax.plot(g["load"], g["failed"] / g["sent"].where(g["sent"] > 0) * 100, "-", marker="o", color=colour, label=label)
+        bx.plot(g["load"], g["accuracy"] * 100, "-", marker="o", color=colour, label=label)
+        ax.set_xlabel(_xlabel(mode))
+        bx.set_xlabel(_xlabel(mode))
+    ax.set_ylabel("failed requests (%)")
+    ax.set_ylim(bottom=0)
+    bx.set_ylabel("accuracy of answers (%)")
+    bx.set_ylim(-2, 102)
+    for a in (ax, bx):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    out.append({"id": "errors-accuracy", "title": "Errors and accuracy vs load",
+                "caption": "A server that answers wrongly or fails under pressure shows here: accuracy is the suite's "
+                           "metric over the answers of each step.",
+                "uri": _svg(fig)})
+    return out
+
+
+def _ms(v: object) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1f}"
+
+
+def _f(v: object, d: int = 2) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+
+
+def table_rows(summary: pd.DataFrame, percentiles: Sequence[float]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the per-step table (strings, units in the header)."""
+    hi = max(percentiles) if percentiles else 99
+    head = ["load", "sent", "ok", "errors", "duration s", "req/s", "out tok/s", "goodput req/s",
+            "TTFT p50 ms", "TTFT p90 ms", f"TTFT p{hi:g} ms", "TPOT mean ms", "TPOT p90 ms", "ITL p50 ms", "ITL p90 ms",
+            "E2EL p50 ms", f"E2EL p{hi:g} ms", "in flight", "lag mean ms", "lag p99 ms", "accuracy", "note"]
+    rows = []
+    for _, r in summary.iterrows():
+        notes = []
+        if r["saturated"]:
+            notes.append("saturation point")
+        if r["client_late"]:
+            notes.append("client late")
+        rows.append([
+            load_label(r), str(r["sent"]), str(r["completed"]), r["errors"] or "0", _f(r["duration_s"]),
+            _f(r["request_throughput"]), _f(r["output_throughput"], 1), _f(r["request_goodput"]),
+            _ms(r.get("ttft_p50_ms")), _ms(r.get("ttft_p90_ms")), _ms(r.get(f"ttft_p{hi:g}_ms")),
+            _ms(r["tpot_mean_ms"]), _ms(r.get("tpot_p90_ms")), _ms(r.get("itl_p50_ms")), _ms(r.get("itl_p90_ms")),
+            _ms(r.get("e2el_p50_ms")), _ms(r.get(f"e2el_p{hi:g}_ms")), _f(r["mean_inflight"]),
+            _f(r["lag_mean_ms"], 3), _f(r["lag_p99_ms"], 3),
+            "—" if math.isnan(r["accuracy"]) else f"{r['accuracy'] * 100:.0f} % of {r['scored']}", "; ".join(notes),
+        ])
+    return head, rows
+
+
+def markdown(summary: pd.DataFrame, percentiles: Sequence[float]) -> str:
+    head, rows = table_rows(summary, percentiles)
+    esc = [[c.replace("|", "\\|") for c in row] for row in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines) + "\n"
+
+
+def terminal(summary: pd.DataFrame, percentiles: Sequence[float]) -> str:
+    head, rows = table_rows(summary, percentiles)
+    keep = [0, 2, 3, 5, 6, 7, 9, 10, 11, 13, 16, 18, 20, 21]
+    head = [head[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join("{:<" + str(w) + "}" for w in widths)
+    return "\n".join([fmt.format(*head), *(fmt.format(*r) for r in rows)])
+
+
+def saturation_text(summary: pd.DataFrame) -> str:
+    sat = summary[summary["saturated"]]
+    rule = (f"the first step after which request throughput grows by less than {SATURATION_GAIN:.0%} "
+            "while p90 TTFT grows")
+    if sat.empty:
+        return f"No saturation point in this sweep ({rule})."
+    parts = [f"{Path(str(r['model'])).name}: {load_label(r)} ({r['request_throughput']:.2f} requests/s, "
+             f"p90 TTFT {r['ttft_p90_ms']:.0f} ms)" for _, r in sat.iterrows()]
+    return "Saturation point — " + "; ".join(parts) + f". Defined as {rule}."
+
+
+def render(summary: pd.DataFrame, rows: pd.DataFrame, out: Path, *, title: str, percentiles: Sequence[float],
+           slo: dict[str, float], chunk_rule: str, sources: list[str], command: str = "",
+           random_weights: bool = False) -> Path:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
+    head, cells = table_rows(summary, percentiles)
+    environment = {}
+    if not rows.empty and rows["environment"].iloc[0]:
+        environment = json.loads(rows["environment"].iloc[0])
+    html = env.get_template("load.html.j2").render(
+        title=title, head=head, cells=cells, charts=charts(summary, percentiles),
+        saturation=saturation_text(summary), lag_fraction=f"{LAG_FRACTION:.0%}",
+        slo=", ".join(f"{k} ≤ {v * 1e3:g} ms" for k, v in slo.items()) or "none given",
+        chunk_rule=chunk_rule, sources=sources, command=command, random_weights=random_weights,
+        models=sorted(rows["model"].astype(str).unique()) if not rows.empty else [],
+        base_urls=sorted(rows["base_url"].astype(str).unique()) if not rows.empty else [],
+        suites=sorted(rows["suite"].astype(str).unique()) if not rows.empty else [],
+        environment=environment, n_rows=len(rows),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(html)
+    return out
