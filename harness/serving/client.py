@@ -1,4 +1,4 @@
-"""One streamed chat-completions request, timed chunk by chunk, on an asyncio event loop (httpx).
+"""One streamed chat-completions request, timed chunk by chunk, on an asyncio event loop.
 
 Timing follows vLLM's request function (vllm/benchmarks/lib/endpoint_request_func.py): the clock
 starts just before the request is handed to the HTTP client, and a chunk's time is taken when its
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from harness.serving.http import HTTPError, Pool, Response, post
 
 
 @dataclass
@@ -51,59 +51,52 @@ class StreamError(Exception):
         self.status = status
 
 
-def make_client(max_inflight: int, timeout_s: float) -> httpx.AsyncClient:
-    """A client whose connection pool can hold every request the load generator lets fly, so no
-    request waits unseen inside the pool (a wait there would be counted as the server's TTFT)."""
-    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
-    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 30.0))
-    # trust_env off: a proxy from the environment would sit between the client and the server.
-    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False, http2=False)
-
-
-async def stream_chat(client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], a: Attempt,
-                      t0: float, deadline: float) -> None:
+async def stream_chat(pool: Pool, body: bytes, headers: dict[str, str], a: Attempt, t0: float,
+                      deadline: float) -> None:
     """Send one request and read its stream into `a`; `t0` is the step's start (perf_counter),
     `deadline` a loop-clock time after which the request is cut off as a timeout."""
-    loop = asyncio.get_running_loop()
+    resp = None
     try:
         async with asyncio.timeout_at(deadline):
             sent = time.perf_counter()
             a.sent_s = sent - t0
             try:
-                async with client.stream("POST", url, content=body, headers=headers) as resp:
-                    a.http_status = resp.status_code
-                    if resp.status_code != 200:
-                        detail = (await resp.aread())[:200].decode("utf-8", "replace").strip().replace("\n", " ")
-                        raise StreamError("http_error", f"HTTP {resp.status_code} {resp.reason_phrase}: {detail}")
-                    await _read_sse(resp, a, sent)
-            except httpx.TimeoutException as e:
-                raise StreamError("timeout", f"{type(e).__name__} after {len(a.chunk_times_s)} chunk(s)") from None
-            except (httpx.TransportError, httpx.StreamError) as e:
+                resp = await post(pool, body, headers)
+                a.http_status = resp.status
+                if resp.status != 200:
+                    detail = (await resp.read(200)).decode("utf-8", "replace").strip().replace("\n", " ")
+                    raise StreamError("http_error", f"HTTP {resp.status} {resp.reason}: {detail}")
+                await _read_sse(resp, a, sent)
+            except (HTTPError, OSError) as e:
                 raise StreamError("connection_error",
                                   f"{type(e).__name__} after {len(a.chunk_times_s)} chunk(s): {e}") from None
         a.status, a.error = "ok", ""
+        resp.release()
+        resp = None
     except StreamError as e:
         a.status, a.error = e.status, str(e)
     except TimeoutError:
-        left = deadline - loop.time()
         a.status = "timeout"
-        a.error = (f"cut off at its deadline after {len(a.chunk_times_s)} chunk(s)"
-                   + (f" ({left:+.3f} s)" if abs(left) > 1 else ""))
+        a.error = f"cut off at its deadline after {len(a.chunk_times_s)} chunk(s)"
     finally:
         a.end_s = time.perf_counter() - t0
+        if resp is not None:
+            resp.discard()
 
 
-async def _read_sse(resp: httpx.Response, a: Attempt, sent: float) -> None:
+async def _read_sse(resp: Response, a: Attempt, sent: float) -> None:
     done = False
-    async for raw in resp.aiter_lines():
+    async for raw in resp.lines():
         now = time.perf_counter()
-        line = raw.strip()
+        line = raw.decode("utf-8", "replace").strip()
         if not line or line.startswith(":") or not line.startswith("data:"):
             continue  # event separators, comments (pings), event:/id: lines
         data = line[5:].strip()
         if data == "[DONE]":
-            done = True
-            break
+            done = True  # read on to the body's end (as vLLM does), so the connection can be reused
+            continue
+        if done:
+            continue
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError:

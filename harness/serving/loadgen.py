@@ -17,6 +17,7 @@ N requests span exactly N / rate seconds: the planned times are the Poisson proc
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.serving.client import Attempt, make_client, stream_chat
+from harness.serving.client import Attempt, stream_chat
+from harness.serving.http import Endpoint, Pool
 from harness.serving.requests import LoadRequest
 
 ARRIVALS = ("poisson", "constant")
@@ -93,7 +95,7 @@ async def _wait_until(t_abs: float) -> None:
 class _StepRun:
     """State of one step, so that an interruption can still hand over what it holds."""
 
-    def __init__(self, step: Step, target: Target, requests: list[LoadRequest]) -> None:
+    def __init__(self, step: Step, target: Target, requests: list[LoadRequest], pool: Pool) -> None:
         if not requests:
             raise ValueError("no requests to send")
         if step.requests is None and step.duration_s is None:
@@ -103,7 +105,7 @@ class _StepRun:
         self.start_unix = time.time()
         self.t0 = time.perf_counter()
         self.duration_s = math.nan
-        self.url = chat_url(target.base_url)
+        self.pool = pool
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **dict(target.headers)}
 
     def _next(self) -> tuple[int, LoadRequest] | None:
@@ -118,30 +120,27 @@ class _StepRun:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        async with make_client(self.target.max_inflight, self.target.timeout_s) as client:
-            self.client = client
-            # The clock starts once the client exists (building it takes milliseconds).
-            self.start_unix = time.time()
-            self.t0 = time.perf_counter()
-            # The step's deadline: its sending window plus one request's timeout to drain. Without
-            # a duration, each request's own timeout bounds the step.
-            window = self.step.duration_s
-            self.deadline = loop.time() + window + self.target.timeout_s if window is not None else math.inf
-            try:
-                if self.step.mode == "rate":
-                    await self._open_loop()
-                else:
-                    await self._closed_loop(self.step.concurrency or 1)
-            finally:
-                ends = [a.end_s for _, _, a in self.sent if not math.isnan(a.end_s)]
-                self.duration_s = max([time.perf_counter() - self.t0 if not ends else max(ends), 0.0])
+        self.start_unix = time.time()
+        self.t0 = time.perf_counter()
+        # The step's deadline: its sending window plus one request's timeout to drain. Without
+        # a duration, each request's own timeout bounds the step.
+        window = self.step.duration_s
+        self.deadline = loop.time() + window + self.target.timeout_s if window is not None else math.inf
+        try:
+            if self.step.mode == "rate":
+                await self._open_loop()
+            else:
+                await self._closed_loop(self.step.concurrency or 1)
+        finally:
+            ends = [a.end_s for _, _, a in self.sent if not math.isnan(a.end_s)]
+            self.duration_s = max([time.perf_counter() - self.t0 if not ends else max(ends), 0.0])
 
     def _request_deadline(self, loop: asyncio.AbstractEventLoop) -> float:
         return min(loop.time() + self.target.timeout_s, self.deadline)
 
     async def _one(self, a: Attempt, body: bytes) -> None:
         loop = asyncio.get_running_loop()
-        await stream_chat(self.client, self.url, body, self.headers, a, self.t0, self._request_deadline(loop))
+        await stream_chat(self.pool, body, self.headers, a, self.t0, self._request_deadline(loop))
 
     async def _closed_loop(self, concurrency: int) -> None:
         async def worker() -> None:
@@ -206,10 +205,22 @@ StepDone = Callable[[Step, list[tuple[int, LoadRequest, Attempt]], float, float]
 
 async def run_sweep(steps: list[Step], target: Target, requests: list[LoadRequest], on_step: StepDone) -> None:
     """Run the steps in order; `on_step(step, sent, start_unix, duration_s)` gets each step's
-    requests as it ends, and the interrupted step's requests if the sweep is cancelled."""
-    for step in steps:
-        run = _StepRun(step, target, requests)
-        try:
-            await run.run()
-        finally:
-            on_step(step, run.sent, run.start_unix, run.duration_s)
+    requests as it ends, and the interrupted step's requests if the sweep is cancelled.
+
+    One connection pool serves the whole sweep, so the warm-up also opens the connections. The
+    objects alive now are frozen out of the garbage collector's scans (as vLLM's client does), so
+    a full collection cannot stall a send for milliseconds.
+    """
+    gc.collect()
+    gc.freeze()
+    pool = Pool(Endpoint.parse(chat_url(target.base_url)))
+    try:
+        for step in steps:
+            run = _StepRun(step, target, requests, pool)
+            try:
+                await run.run()
+            finally:
+                on_step(step, run.sent, run.start_unix, run.duration_s)
+    finally:
+        await pool.close()
+        gc.unfreeze()

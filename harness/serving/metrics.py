@@ -199,6 +199,7 @@ def summarise_step(rows: pd.DataFrame, *, percentiles: Sequence[float] = DEFAULT
         "accuracy": float(np.mean(scores)) if scores else math.nan,
         "scored": len(scores),
         "lag_mean_ms": float(np.mean(lag)) * 1e3 if sent else math.nan,
+        "lag_p50_ms": float(np.percentile(lag, 50)) * 1e3 if sent else math.nan,
         "lag_p99_ms": float(np.percentile(lag, 99)) * 1e3 if sent else math.nan,
         "lag_max_ms": float(np.max(lag)) * 1e3 if sent else math.nan,
         "mean_gap_ms": gap * 1e3,
