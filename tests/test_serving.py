@@ -320,7 +320,7 @@ def test_concurrency_sweep_against_mlx_vlm_server(mlx_server, qwen_dir, tmp_path
     from harness.cli import main
 
     rc = main(["load", "--base-url", mlx_server, "-m", str(qwen_dir), "-s", "synthetic-shapes", "--limit", "8",
-               "--concurrency", "1,2,4,8", "--requests", "16", "--max-tokens", "6", "--warmup", "2",
+               "--concurrency", "1,2,4,8", "--requests", "16", "--max-tokens", "24", "--warmup", "2",
                "--out", str(tmp_path), "--run-id", "sweep", "--no-progress"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -329,9 +329,10 @@ def test_concurrency_sweep_against_mlx_vlm_server(mlx_server, qwen_dir, tmp_path
     assert list(s["target_concurrency"]) == [1, 2, 4, 8]
     assert (s["completed"] == 16).all(), rows[rows["status"] != "ok"][["step", "status", "error"]].head()
     thr, p90 = s["request_throughput"].to_numpy(), s["ttft_p90_ms"].to_numpy()
-    assert thr.max() > thr[0] * 1.1  # batching pays at first
+    assert thr.max() > thr[0] * 1.2  # batched decoding pays at first
+    assert thr[-1] < 8 * thr[0] * 0.6  # but far from linearly: the server saturates
     assert p90[-1] > 2 * p90[0]  # and the queue shows in tail TTFT
-    assert s["saturated"].sum() == 1  # the throughput stops growing at some step
+    assert s["saturated"].sum() <= 1
     assert rows[rows["step"] >= 0]["score"].notna().all()
     md = (tmp_path / "sweep" / "report.md").read_text()
     for _, r in s.iterrows():  # every figure in the report is the one recomputed from the rows

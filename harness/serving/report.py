@@ -47,6 +47,10 @@ def _series(summary: pd.DataFrame):
         yield PALETTE[n % len(PALETTE)], label, mode, g
 
 
+def _series_title(summary: pd.DataFrame) -> str:
+    return next(label for _, label, _, _ in _series(summary))
+
+
 def _xlabel(mode: str) -> str:
     return "target request rate (requests/s)" if mode == "rate" else "concurrency (requests in flight)"
 
@@ -57,44 +61,50 @@ def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str
         return []
     out = []
     pcols = [p for p in (50.0, 90.0, 99.0) if p in percentiles] or list(percentiles)[:3]
-    styles = ("-", "--", ":")
+    styles, markers = ("-", "--", ":"), ("o", "s", "^")
+    single = summary.groupby(["model", "suite", "mode"]).ngroups == 1
     for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT")):
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for colour, label, _, g in _series(summary):
-            for p, ls in zip(pcols, styles, strict=False):
+            for k, (p, ls, mk) in enumerate(zip(pcols, styles, markers, strict=False)):
                 col = f"{metric}_p{p:g}_ms"
-                ax.plot(g["request_throughput"], g[col], ls, marker="o", color=colour, label=f"{label} p{p:g}")
+                # one server: a colour per percentile; several: a colour per server, a line style per percentile
+                c = PALETTE[k] if single else colour
+                ax.plot(g["request_throughput"], g[col], ls, marker=mk, color=c, label=f"p{p:g}" if single else f"{label} p{p:g}")
             for _, r in g.iterrows():
                 ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_p{pcols[-1]:g}_ms"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=8)
             sat = g[g["saturated"]]
             if not sat.empty:
-                ax.axvline(sat["request_throughput"].iloc[0], color=colour, alpha=0.4, lw=1)
+                ax.axvline(sat["request_throughput"].iloc[0], color="#555555", ls="-.", lw=1, label="saturation point")
         ax.set_xlabel("achieved request throughput (requests/s)")
         ax.set_ylabel(f"{title} (ms)")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, title=_series_title(summary) if single else None, title_fontsize=7)
         out.append({"id": f"{metric}-curve", "title": f"{title} percentiles vs achieved throughput",
-                    "caption": f"Each point is one step (labelled with its load); the vertical line marks the "
-                               f"saturation point. {title} per vLLM's definition.",
+                    "caption": f"Each point is one step, labelled with its load (concurrency or target rate); the "
+                               f"dash-dot line marks the saturation point. {title} as vLLM defines it.",
                     "uri": _svg(fig)})
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    ax2 = ax.twinx()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.6, 3.4))
     for colour, label, mode, g in _series(summary):
         ax.plot(g["load"], g["request_throughput"], "-", marker="o", color=colour, label=f"{label} throughput")
         if g["request_goodput"].notna().any():
-            ax.plot(g["load"], g["request_goodput"], "--", marker="s", color=colour, label=f"{label} goodput")
-        ax2.plot(g["load"], g["output_throughput"], ":", marker="^", color=colour, label=f"{label} output tokens/s")
+            ax.plot(g["load"], g["request_goodput"], "--", marker="s", color=PALETTE[1] if single else colour,
+                    label=f"{label} goodput")
+        bx.plot(g["load"], g["output_throughput"], "-", marker="o", color=colour, label=label)
         ax.set_xlabel(_xlabel(mode))
+        bx.set_xlabel(_xlabel(mode))
     ax.set_ylabel("requests/s")
-    ax2.set_ylabel("output tokens/s")
-    ax.grid(alpha=0.3)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="best")
+    bx.set_ylabel("output tokens/s")
+    for a in (ax, bx):
+        a.set_ylim(bottom=0)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     out.append({"id": "throughput", "title": "Throughput and goodput vs load",
                 "caption": "Goodput counts only requests that met every SLO given with --slo (absent without one).",
-                "uri": _svg(fig)})
+                "uri": _svg(fig), "wide": True})
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.6, 3.4))
     for colour, label, mode, g in _series(summary):
         ax.plot(g["load"], g["failed"] / g["sent"].where(g["sent"] > 0) * 100, "-", marker="o", color=colour, label=label)
@@ -102,7 +112,7 @@ def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str
         ax.set_xlabel(_xlabel(mode))
         bx.set_xlabel(_xlabel(mode))
     ax.set_ylabel("failed requests (%)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(5.0, float((summary["failed"] / summary["sent"].where(summary["sent"] > 0)).max() * 110)))
     bx.set_ylabel("accuracy of answers (%)")
     bx.set_ylim(-2, 102)
     for a in (ax, bx):
@@ -112,7 +122,7 @@ def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str
     out.append({"id": "errors-accuracy", "title": "Errors and accuracy vs load",
                 "caption": "A server that answers wrongly or fails under pressure shows here: accuracy is the suite's "
                            "metric over the answers of each step.",
-                "uri": _svg(fig)})
+                "uri": _svg(fig), "wide": True})
     return out
 
 
