@@ -339,3 +339,35 @@ def test_concurrency_sweep_against_mlx_vlm_server(mlx_server, qwen_dir, tmp_path
         assert f"{r['request_throughput']:.2f}" in md and f"{r['ttft_p90_ms']:.1f}" in md
     assert "random-weight fixture" in (tmp_path / "sweep" / "report.html").read_text()
     assert "concurrency 8" in out
+
+
+def test_every_image_of_a_sample_goes_in_one_request():
+    s = Sample("t", "two", (IMAGE, IMAGE), "Same animal?", ("yes",), "object", "exact_match", 4)
+    parts = chat_body(s, "m", 4, "data-uri")["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
+    assert all(p["image_url"]["url"].startswith("data:image/png;base64,") for p in parts[1:])
+    by_path = chat_body(s, "m", 4, "url")["messages"][0]["content"]
+    assert by_path[1]["image_url"]["url"] == str(Path(IMAGE).resolve())
+
+
+def test_ctrl_c_stops_the_command_and_keeps_finished_rows(server, tmp_path):
+    import signal
+
+    cmd = [sys.executable, "-m", "harness.cli", "load", "--base-url", server, "-m", "stall-odd", "-s", "synthetic-shapes",
+           "--limit", "2", "--images", "url", "--concurrency", "2", "--duration", "20", "--warmup", "1",
+           "--timeout", "20", "--out", str(tmp_path), "--run-id", "c"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "c" / "load.parquet").exists():  # the warm-up's rows: the sweep is under way
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)  # requests finishing and stalling
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-1500:]
+    assert "interrupted" in err
+    rows = read_rows(tmp_path / "c")
+    rows = rows[rows["step"] == 0]
+    assert (rows["status"] == "ok").sum() >= 1 and (rows["status"] == "cancelled").sum() >= 1
+    assert set(rows["status"]) == {"ok", "cancelled"}
+    assert (tmp_path / "c" / "report.html").exists()

@@ -30,11 +30,10 @@ Named differences from vLLM, all deliberate:
   - a statistic over no values is NaN (vLLM prints 0).
   - under "content", an answer with no text has no first token and does not count as completed.
 
-Names in other tools: AIPerf (and genai-perf) call TPOT "inter token latency (ITL)" and report
-per-request averages; vLLM's ITL is the pooled chunk gap. GuideLLM calls TPOT "time per output
-token" but averages over all tokens including the first, calls ITL "inter-token latency" as a
-per-request mean of (E2EL - TTFT) / (tokens - 1) -- vLLM's TPOT -- and E2EL "request latency".
-llmperf: "ttft_s", "inter_token_latency_s" (per-request mean gap), "end_to_end_latency_s".
+Names in other tools: AIPerf (and genai-perf) call vLLM's TPOT "inter token latency (ITL)":
+(request latency - TTFT) / (output tokens - 1) per request. GuideLLM's `inter_token_latency_ms`
+is that same per-request figure, while its `time_per_output_token_ms` includes the first token;
+its E2EL is `request_latency`. vLLM's ITL (every chunk gap, pooled) has no counterpart in either.
 """
 
 from __future__ import annotations
@@ -119,14 +118,15 @@ def stats(values: Sequence[float], percentiles: Sequence[float]) -> dict[str, fl
     """mean, median, std (ddof 0) and pNN by numpy's linear interpolation; NaN over no values."""
     a = np.asarray(values, dtype=float)
     if a.size == 0:
-        return {"mean": math.nan, "median": math.nan, "std": math.nan, **{_pname(p): math.nan for p in percentiles}}
+        return {"mean": math.nan, "median": math.nan, "std": math.nan, **{pname(p): math.nan for p in percentiles}}
     out = {"mean": float(np.mean(a)), "median": float(np.median(a)), "std": float(np.std(a))}
     for p in percentiles:
-        out[_pname(p)] = float(np.percentile(a, p))
+        out[pname(p)] = float(np.percentile(a, p))
     return out
 
 
-def _pname(p: float) -> str:
+def pname(p: float) -> str:
+    """Column infix of a percentile: 90 -> 'p90', 99.9 -> 'p99_9'."""
     return f"p{p:g}".replace(".", "_")
 
 

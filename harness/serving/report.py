@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
-from harness.serving.metrics import LAG_FRACTION, SATURATION_GAIN  # noqa: E402
+from harness.serving.metrics import LAG_FRACTION, SATURATION_GAIN, pname  # noqa: E402
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
@@ -67,12 +67,12 @@ def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for colour, label, _, g in _series(summary):
             for k, (p, ls, mk) in enumerate(zip(pcols, styles, markers, strict=False)):
-                col = f"{metric}_p{p:g}_ms"
+                col = f"{metric}_{pname(p)}_ms"
                 # one server: a colour per percentile; several: a colour per server, a line style per percentile
                 c = PALETTE[k] if single else colour
                 ax.plot(g["request_throughput"], g[col], ls, marker=mk, color=c, label=f"p{p:g}" if single else f"{label} p{p:g}")
             for _, r in g.iterrows():
-                ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_p{pcols[-1]:g}_ms"]),
+                ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_{pname(pcols[-1])}_ms"]),
                             textcoords="offset points", xytext=(4, 4), fontsize=8)
             sat = g[g["saturated"]]
             if not sat.empty:
@@ -150,9 +150,9 @@ def table_rows(summary: pd.DataFrame, percentiles: Sequence[float]) -> tuple[lis
         rows.append([
             load_label(r), str(r["sent"]), str(r["completed"]), r["errors"] or "0", _f(r["duration_s"]),
             _f(r["request_throughput"]), _f(r["output_throughput"], 1), _f(r["request_goodput"]),
-            _ms(r.get("ttft_p50_ms")), _ms(r.get("ttft_p90_ms")), _ms(r.get(f"ttft_p{hi:g}_ms")),
+            _ms(r.get("ttft_p50_ms")), _ms(r.get("ttft_p90_ms")), _ms(r.get(f"ttft_{pname(hi)}_ms")),
             _ms(r["tpot_mean_ms"]), _ms(r.get("tpot_p90_ms")), _ms(r.get("itl_p50_ms")), _ms(r.get("itl_p90_ms")),
-            _ms(r.get("e2el_p50_ms")), _ms(r.get(f"e2el_p{hi:g}_ms")), _f(r["mean_inflight"]),
+            _ms(r.get("e2el_p50_ms")), _ms(r.get(f"e2el_{pname(hi)}_ms")), _f(r["mean_inflight"]),
             _f(r["lag_mean_ms"], 3), _f(r["lag_p99_ms"], 3),
             "—" if math.isnan(r["accuracy"]) else f"{r['accuracy'] * 100:.0f} % of {r['scored']}", "; ".join(notes),
         ])
