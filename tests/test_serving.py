@@ -371,3 +371,21 @@ def test_ctrl_c_stops_the_command_and_keeps_finished_rows(server, tmp_path):
     assert (rows["status"] == "ok").sum() >= 1 and (rows["status"] == "cancelled").sum() >= 1
     assert set(rows["status"]) == {"ok", "cancelled"}
     assert (tmp_path / "c" / "report.html").exists()
+
+
+def test_bounded_inflight_shows_as_lag_and_flags_a_late_client(server, tmp_path):
+    lr = LoadRun("r", tmp_path / "b", Target(server, "slow", timeout_s=10, max_inflight=1), "url")
+    run_load(lr, Plan(rates=(20.0,), arrivals="constant", requests=4), requests_for("slow"))
+    s = summarise(read_rows(lr.path)).iloc[0]
+    # one request in flight at a time, each 0.4 s: request k waits for k earlier ones
+    assert s["completed"] == 4 and s["lag_max_ms"] > 3 * 400 - 3 * 50 - 50
+    assert s["client_late"]
+
+
+def test_unreachable_server_is_one_line_error(capsys):
+    from harness.cli import main
+
+    rc = main(["load", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "-m", "x", "-s", "synthetic-shapes",
+               "--concurrency", "1", "--requests", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot reach the server" in err and err.count("\n") == 1

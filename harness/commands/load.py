@@ -74,6 +74,13 @@ def load(args: argparse.Namespace) -> int:
     if not args.base_url.startswith(("http://", "https://")):
         print(f"vlm-harness load: error: --base-url {args.base_url!r} must look like http://host:port/v1", file=sys.stderr)
         return 2
+    from harness.serving.http import unreachable
+
+    why = unreachable(args.base_url)
+    if why:
+        print(f"vlm-harness load: error: cannot reach the server at {args.base_url} ({why}); "
+              "is it running, and is --base-url right?", file=sys.stderr)
+        return 2
     requests, notes = build_requests(args.suite, args.model, max_tokens=args.max_tokens, images_as=args.images,
                                      limit=args.limit)
     for n in notes:

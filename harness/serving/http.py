@@ -177,3 +177,17 @@ async def post(pool: Pool, body: bytes, headers: dict[str, str]) -> Response:
         k, _, v = line.decode("latin-1").partition(":")
         hdrs[k.strip().lower()] = v.strip()
     return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", hdrs, conn, pool, parts[0] == "HTTP/1.0")
+
+
+async def _can_connect(ep: Endpoint, timeout_s: float) -> str | None:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), timeout_s)
+    except (OSError, TimeoutError) as e:
+        return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    w.close()
+    return None
+
+
+def unreachable(url: str, timeout_s: float = 5.0) -> str | None:
+    """Why a TCP connection to url's host and port cannot be opened, or None when it can."""
+    return asyncio.run(_can_connect(Endpoint.parse(url), timeout_s))
