@@ -68,11 +68,15 @@ def load(args: argparse.Namespace) -> int:
     except SloError as e:
         print(f"vlm-harness load: error: {e}", file=sys.stderr)
         return 2
-    if args.requests is None and args.duration is None:
-        print("vlm-harness load: error: give --requests N or --duration S for each step", file=sys.stderr)
-        return 2
     if not args.base_url.startswith(("http://", "https://")):
         print(f"vlm-harness load: error: --base-url {args.base_url!r} must look like http://host:port/v1", file=sys.stderr)
+        return 2
+    plan = Plan(concurrency=args.concurrency or (), rates=args.rate or (), arrivals=args.arrivals, seed=args.seed,
+                requests=args.requests, duration_s=args.duration, warmup=args.warmup)
+    try:
+        steps = plan.steps()
+    except ValueError as e:
+        print(f"vlm-harness load: error: {e}", file=sys.stderr)
         return 2
     from harness.serving.http import unreachable
 
@@ -88,8 +92,6 @@ def load(args: argparse.Namespace) -> int:
     if not requests:
         print("vlm-harness load: error: the suites gave no single-turn sample to send", file=sys.stderr)
         return 2
-    plan = Plan(concurrency=args.concurrency or (), rates=args.rate or (), arrivals=args.arrivals, seed=args.seed,
-                requests=args.requests, duration_s=args.duration, warmup=args.warmup)
     headers: tuple[tuple[str, str], ...] = ()
     if args.api_key_env and os.environ.get(args.api_key_env):
         headers = (("Authorization", f"Bearer {os.environ[args.api_key_env]}"),)
@@ -100,7 +102,7 @@ def load(args: argparse.Namespace) -> int:
     from harness.environment import collect
 
     run = LoadRun(run_id, run_dir, target, args.images, environment=collect())
-    print(f"load {run_id}: {len(requests)} request bodies, {len(plan.steps())} step(s) → {run_dir}", file=sys.stderr)
+    print(f"load {run_id}: {len(requests)} request bodies, {len(steps)} step(s) → {run_dir}", file=sys.stderr)
     interrupted = False
     try:
         run_load(run, plan, requests, progress=None if args.no_progress else (lambda s: print(s, file=sys.stderr)))

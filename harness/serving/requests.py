@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.images import load_images, to_data_uri
+from harness.images import ImageError, load_images, to_data_uri
 from harness.records import Sample
 from harness.suites import load_suite
 
@@ -56,7 +56,8 @@ def chat_body(sample: Sample, model: str, max_tokens: int, images_as: str = "dat
 
 def build_requests(suites: list[str], model: str, *, max_tokens: int | None = None, images_as: str = "data-uri",
                    limit: int | None = None) -> tuple[list[LoadRequest], list[str]]:
-    """Request bodies for every single-turn sample of the suites, and notes on what was left out.
+    """Request bodies for every single-turn sample of the suites, and notes on what was left out
+    (a sample whose image cannot be read is one of them).
 
     Multi-turn samples are left out: their later turns need the model's own earlier answers,
     which would make one request wait on another inside the load.
@@ -72,6 +73,10 @@ def build_requests(suites: list[str], model: str, *, max_tokens: int | None = No
             samples = samples[:limit]
         for s in samples:
             mt = max_tokens or s.max_tokens
-            body = json.dumps(chat_body(s, model, mt, images_as)).encode()
+            try:
+                body = json.dumps(chat_body(s, model, mt, images_as)).encode()
+            except ImageError as e:  # one bad image costs its sample, not the run
+                notes.append(f"suite {suite.name}, sample {s.id}: left out, {e}")
+                continue
             out.append(LoadRequest(s, suite.hash, mt, body))
     return out, notes

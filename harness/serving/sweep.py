@@ -36,12 +36,16 @@ class Plan:
             raise ValueError("give either concurrencies or rates to sweep")
         if self.requests is None and self.duration_s is None:
             raise ValueError("give a request count or a duration per step")
+        if (self.requests is not None and self.requests < 1) or (self.duration_s is not None and not self.duration_s > 0):
+            raise ValueError("a step needs at least one request and a positive duration")
         out = [Step(-1, "warmup", concurrency=1, requests=self.warmup)] if self.warmup else []
         for i, c in enumerate(self.concurrency):
             if c < 1:
                 raise ValueError(f"concurrency {c}: must be >= 1")
             out.append(Step(i, "concurrency", concurrency=c, requests=self.requests, duration_s=self.duration_s))
         for i, r in enumerate(self.rates):
+            if not r > 0:
+                raise ValueError(f"rate {r:g}: must be > 0 requests/s")
             out.append(Step(i, "rate", rate=r, arrivals=self.arrivals, seed=self.seed + i, requests=self.requests,
                             duration_s=self.duration_s))
         return out
