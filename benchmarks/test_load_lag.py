@@ -49,7 +49,7 @@ def test_scheduling_lag(benchmark, server, tmp_path):
     benchmark.pedantic(sweep, rounds=1, iterations=1)
     summary = summarise(read_rows(run.path))
     for _, r in summary.iterrows():
-        line = (f"rate {r['target_rate']:g}/s: lag mean {r['lag_mean_ms']:.3f} ms, p99 {r['lag_p99_ms']:.3f} ms, "
+        line = (f"rate {r['target_rate']:g}/s: lag mean {r['lag_mean_ms']:.3f} ms, p50 {r['lag_p50_ms']:.3f} ms, p99 {r['lag_p99_ms']:.3f} ms, "
                 f"max {r['lag_max_ms']:.3f} ms, {r['completed']}/{r['sent']} ok, late={r['client_late']}")
         print(line)
         benchmark.extra_info[f"rate_{r['target_rate']:g}"] = line

@@ -279,6 +279,15 @@ def test_cli_rate_sweep_writes_rows_report_and_table(server, tmp_path, capsys):
     assert "data:image/svg+xml;base64," in html and "rate 5/s" in html
     md = (run_dir / "report.md").read_text()
     assert md.count("\n| rate") == 2 and f"{s.iloc[0]['ttft_p90_ms']:.1f}" in md
+    # a second run of the same plan pools with the first, step by step
+    assert main(["load", "--base-url", server, "-m", "planted", "-s", "synthetic-shapes", "--limit", "2", "--images", "url",
+                 "--rate", "5,10", "--requests", "3", "--warmup", "0", "--out", str(tmp_path), "--run-id", "y",
+                 "--no-progress"]) == 0
+    assert main(["load-report", str(run_dir), str(tmp_path / "y"), "-o", str(tmp_path / "both.html")]) == 0
+    both = summarise(read_rows(run_dir, tmp_path / "y"))
+    assert list(both["sent"]) == [6, 6] and list(both["runs"]) == [2, 2]
+    md = (tmp_path / "both.md").read_text()
+    assert "| rate 5/s | 6 | 6 |" in md and f"{both.iloc[1]['ttft_p90_ms']:.1f}" in md
 
 
 @pytest.fixture(scope="module")

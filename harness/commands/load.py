@@ -57,8 +57,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace) -> int:
     from harness.paths import reports_dir
     from harness.serving.loadgen import Target
-    from harness.serving.metrics import SloError, parse_slo, summarise
-    from harness.serving.report import markdown, render, saturation_text, terminal
+    from harness.serving.metrics import SloError, parse_slo
+    from harness.serving.report import publish, saturation_text, terminal
     from harness.serving.requests import build_requests
     from harness.serving.rows import read_rows
     from harness.serving.sweep import LoadRun, Plan, run_load
@@ -112,13 +112,10 @@ def load(args: argparse.Namespace) -> int:
     if not run.rows:
         return 130 if interrupted else 1
     rows = read_rows(run.path)
-    summary = summarise(rows, percentiles=args.percentiles, slo=slo, chunk_rule=args.chunk_rule)
     cmd = "vlm-harness " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["load"] else ""
-    report = render(summary, rows, run_dir / "report.html", title=f"Serving under load {run_id}",
-                    percentiles=args.percentiles, slo=slo, chunk_rule=args.chunk_rule, sources=[str(run.path)],
-                    command=cmd, random_weights=_random_weights(args.model))
-    (run_dir / "report.md").write_text(f"# Serving under load {run_id}\n\n{saturation_text(summary)}\n\n"
-                                       + markdown(summary, args.percentiles))
+    report = run_dir / "report.html"
+    summary = publish(rows, report, title=f"Serving under load {run_id}", percentiles=args.percentiles, slo=slo,
+                      chunk_rule=args.chunk_rule, sources=[str(run.path)], command=cmd)
     if not summary.empty:
         print(terminal(summary, args.percentiles))
         print(saturation_text(summary))
@@ -128,15 +125,3 @@ def load(args: argparse.Namespace) -> int:
         return 130
     return 0 if (rows["status"] == "ok").any() else 1
 
-
-def _random_weights(model: str) -> bool:
-    """Whether the model name is a local random-weight fixture (its manifest says so)."""
-    import json
-
-    from harness.fixtures.common import MANIFEST
-
-    path = Path(model)
-    try:
-        return bool(json.loads((path / MANIFEST).read_text()).get("random_weights")) if (path / MANIFEST).exists() else False
-    except (OSError, ValueError):
-        return False

@@ -209,3 +209,27 @@ def render(summary: pd.DataFrame, rows: pd.DataFrame, out: Path, *, title: str, 
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html)
     return out
+
+
+def is_random_weight_fixture(model: str) -> bool:
+    """Whether a model name is a local checkpoint whose manifest says its weights are random."""
+    from harness.fixtures.common import MANIFEST
+
+    path = Path(model) / MANIFEST
+    try:
+        return bool(json.loads(path.read_text()).get("random_weights")) if path.exists() else False
+    except (OSError, ValueError):
+        return False
+
+
+def publish(rows: pd.DataFrame, html: Path, *, title: str, percentiles: Sequence[float], slo: dict[str, float],
+            chunk_rule: str, sources: list[str], command: str = "") -> pd.DataFrame:
+    """Summarise the rows, write `html` and the Markdown table beside it (same name, .md); the summary."""
+    from harness.serving.metrics import summarise
+
+    summary = summarise(rows, percentiles=percentiles, slo=slo, chunk_rule=chunk_rule)
+    fixture = bool(len(rows)) and any(is_random_weight_fixture(m) for m in rows["model"].astype(str).unique())
+    render(summary, rows, html, title=title, percentiles=percentiles, slo=slo, chunk_rule=chunk_rule,
+           sources=sources, command=command, random_weights=fixture)
+    html.with_suffix(".md").write_text(f"# {title}\n\n{saturation_text(summary)}\n\n" + markdown(summary, percentiles))
+    return summary
