@@ -287,7 +287,7 @@ def test_cli_rate_sweep_writes_rows_report_and_table(server, tmp_path, capsys):
     both = summarise(read_rows(run_dir, tmp_path / "y"))
     assert list(both["sent"]) == [6, 6] and list(both["runs"]) == [2, 2]
     md = (tmp_path / "both.md").read_text()
-    assert "| rate 5/s | 6 | 6 |" in md and f"{both.iloc[1]['ttft_p90_ms']:.1f}" in md
+    assert "| rate 5/s | 6 / 6 |" in md and f"{both.iloc[1]['ttft_p90_ms']:.1f}" in md
 
 
 @pytest.fixture(scope="module")
