@@ -76,6 +76,13 @@ async def respond(model: str, t0: float, writer: asyncio.StreamWriter) -> bool:
                      % (code, b"Too Many Requests" if code == 429 else b"Internal Server Error", len(data), data))
         await writer.drain()
         return True
+    if model == "nostream":  # a server that ignores stream=true and answers in one piece
+        data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "cat"},
+                                        "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(data), data.encode()))
+        await writer.drain()
+        return True
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
 
     async def w(data: bytes) -> None:  # one HTTP chunk per write, sent at once

@@ -163,6 +163,7 @@ def test_text_less_first_chunk_counts_only_under_vllms_rule(server, tmp_path):
     ("malformed", "bad_stream", "malformed JSON"),
     ("unfinished", "incomplete", "without finish_reason"),
     ("cut", "connection_error", "after 1 chunk"),
+    ("nostream", "bad_stream", "in one piece"),
 ])
 def test_misbehaving_server_gives_error_rows_and_the_step_goes_on(server, tmp_path, model, status, needle):
     rows = run(tmp_path, server, model, Plan(concurrency=(1,), requests=3))

@@ -66,6 +66,10 @@ async def stream_chat(pool: Pool, body: bytes, headers: dict[str, str], a: Attem
                 if resp.status != 200:
                     detail = (await resp.read(200)).decode("utf-8", "replace").strip().replace("\n", " ")
                     raise StreamError("http_error", f"HTTP {resp.status} {resp.reason}: {detail}")
+                ctype = resp.headers.get("content-type", "")
+                if "text/event-stream" not in ctype:
+                    raise StreamError("bad_stream", f"the answer came in one piece ({ctype or 'no Content-Type'}), "
+                                                    "not as a stream: no token timing; does the server support stream=true?")
                 await _read_sse(resp, a, sent)
             except (HTTPError, OSError) as e:
                 raise StreamError("connection_error",

@@ -1,6 +1,7 @@
 """A load run end to end: plan the steps, run them, turn each request into a scored row, and write
 load.parquet atomically after the warm-up and after every step (and on Ctrl-C), so no finished
-request is ever lost."""
+request is ever lost. Rows are written between steps, never during one: serialising them on the
+event loop would delay the sends and show up as the client's own lag."""
 
 from __future__ import annotations
 
