@@ -399,3 +399,14 @@ def test_unreachable_server_is_one_line_error(capsys):
                "--concurrency", "1", "--requests", "1"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the server" in err and err.count("\n") == 1
+
+
+def test_any_percentiles_may_be_asked_for():
+    base = dict(run_id="r", step=0, mode="concurrency", target_concurrency=1, target_rate=None, arrivals="",
+                model="m", suite="t", step_start_unix=0.0, step_duration_s=1.0, planned_s=0.0, sent_s=0.0, status="ok",
+                chunk_has_content=[True, True], output_tokens_usage=None, output_tokens_counted=2, prompt_tokens=None,
+                score=None)
+    rows = pd.DataFrame([{**base, "chunk_times_s": [t, t + 0.01]} for t in (0.1, 0.2, 0.3, 0.4)])
+    s = summarise(rows, percentiles=(99.9,)).iloc[0]
+    assert s["ttft_p99_9_ms"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4], 99.9) * 1e3)
+    assert s["ttft_p90_ms"] == pytest.approx(370.0) and s["tpot_mean_ms"] == pytest.approx(10.0)

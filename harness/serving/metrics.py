@@ -223,6 +223,8 @@ def summarise(rows: pd.DataFrame, *, percentiles: Sequence[float] = DEFAULT_PERC
     if rows.empty:
         return pd.DataFrame()
     rows = rows[rows["step"] >= 0]
+    # p50 and p90 always: the table shows them and the saturation point is defined on p90 TTFT
+    percentiles = sorted({float(p) for p in percentiles} | {50.0, 90.0})
     out = []
     for key, g in rows.groupby(GROUP_KEYS, dropna=False, sort=False):
         d = dict(zip(GROUP_KEYS, key, strict=True))
