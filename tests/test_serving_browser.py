@@ -1,0 +1,66 @@
+"""The load report in a real headless Chromium: no console errors, the step table and four SVG
+charts are there, text from the rows cannot run script, and screenshots at 1440 px and 390 px are
+kept (under pytest's tmp dir) for a human to look at."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_serving import run, server  # noqa: F401  (the scripted local server fixture)
+
+from harness.serving.metrics import summarise
+from harness.serving.report import render
+from harness.serving.rows import read_rows, write_rows
+from harness.serving.sweep import Plan
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium not installed (apt-get install chromium)")
+EVIL = '</script><script>document.title="pwned"</script><img src=x onerror="document.body.dataset.pwned=1">'
+
+
+def chromium(url: str, tmp: Path, *extra: str) -> tuple[str, list[str]]:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+           f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0", *extra, url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    errors = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln and ("Uncaught" in ln or "ERROR" in ln)]
+    return p.stdout, errors
+
+
+@pytest.fixture(scope="module")
+def report(server, tmp_path_factory) -> Path:  # noqa: F811
+    tmp = tmp_path_factory.mktemp("load-report")
+    rows = run(tmp, server, "planted", Plan(concurrency=(1, 2, 4), requests=4), timeout=10)
+    rows["model"] = EVIL  # what a hostile server configuration could name itself
+    rows.loc[rows.index[0], "output"] = EVIL
+    write_rows(rows.to_dict("records"), tmp / "load.parquet")
+    rows = read_rows(tmp)
+    summary = summarise(rows, slo={"ttft": 0.15})
+    return render(summary, rows, tmp / "report.html", title="load browser test", percentiles=(50, 90, 95, 99),
+                  slo={"ttft": 0.15}, chunk_rule="content", sources=[str(tmp / "load.parquet")])
+
+
+def test_load_report_renders_table_and_charts_and_runs_no_row_text(report, tmp_path):
+    dom, errors = chromium(report.as_uri(), tmp_path, "--dump-dom")
+    assert errors == []
+    assert len(re.findall(r"<tr><td>concurrency \d", dom)) == 3
+    assert len(re.findall(r'<figure id="[^"]+"( class="wide")?><img src="data:image/svg\+xml;base64,', dom)) == 4
+    assert "pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]  # no handler ran on <body>
+    assert "<title>load browser test</title>" in dom
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_screenshots(report, tmp_path, width):
+    shot = tmp_path / f"load-{width}.png"
+    _, errors = chromium(report.as_uri(), tmp_path, f"--screenshot={shot}", f"--window-size={width},2400")
+    assert errors == [] and shot.exists()
+    im = Image.open(shot).convert("L")
+    assert im.size == (width, 2400)
+    # something is drawn across the page, not a blank or an error page
+    assert len(np.unique(np.asarray(im.resize((64, 64))))) > 20
+    print(f"screenshot: {shot}")
