@@ -196,6 +196,11 @@ class SpeedStats:
     n: int
 
 
+def _col(g: pd.DataFrame, name: str) -> pd.Series:
+    """A column's non-missing values, or none when older or foreign rows lack the column."""
+    return g[name].dropna() if name in g else pd.Series([], dtype=float)
+
+
 def _first_str(g: pd.DataFrame, col: str) -> str:
     if col not in g:
         return ""
@@ -221,24 +226,23 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
         adapter = _first_str(g, "adapter")
         backend = ",".join(sorted(g["backend"].dropna().astype(str).unique())) if "backend" in g else ""
         cells["backend"] = Cell(" · ".join(x for x in (adapter, backend) if x) or "–")
-        size = per_load["model_size_bytes"].dropna() if "model_size_bytes" in g else pd.Series([], dtype=float)
+        size = _col(per_load, "model_size_bytes")
         cells["size"] = Cell.of(fmt(size.iloc[0] / scale), "", float(size.iloc[0])) if not size.empty else Cell("–")
         if "params_b" in g:
             p = g["params_b"].dropna()
             cells["params"] = Cell.of(fmt(float(p.iloc[0])), "", float(p.iloc[0])) if not p.empty else Cell("–")
-        cells["load_s"] = _single_or_spread(per_load["load_s"], "s") if "load_s" in g else Cell("–")
-        cells["import_s"] = _single_or_spread(per_load["import_s"], "s") if "import_s" in g else Cell("–")
-        cells["ttft_ms"], ttft = _ci_cell(g["ttft_s"].dropna(), "ms", 1e3)
-        cells["prefill_tps"], _ = _ci_cell(g["prefill_tps"].dropna(), "tok/s")
-        cells["decode_tps"], decode = _ci_cell(g["decode_tps"].dropna(), "tok/s")
-        gen = g["generated_tokens"].dropna() if "generated_tokens" in g else pd.Series([], dtype=float)
-        prompt = g["prompt_tokens"].dropna() if "prompt_tokens" in g else pd.Series([], dtype=float)
+        cells["load_s"] = _single_or_spread(_col(per_load, "load_s"), "s")
+        cells["import_s"] = _single_or_spread(_col(per_load, "import_s"), "s")
+        cells["ttft_ms"], ttft = _ci_cell(_col(g, "ttft_s"), "ms", 1e3)
+        cells["prefill_tps"], _ = _ci_cell(_col(g, "prefill_tps"), "tok/s")
+        cells["decode_tps"], decode = _ci_cell(_col(g, "decode_tps"), "tok/s")
+        gen, prompt = _col(g, "generated_tokens"), _col(g, "prompt_tokens")
         out_t = fmt(float(gen.mean())) if not gen.empty else "–"
         in_t = fmt(float(prompt.mean())) if not prompt.empty else "–"
         cells["tokens"] = Cell.of(out_t, f" / {in_t}", _num(float(gen.mean())) if not gen.empty else None,
                                   "decode rates over few tokens are coarse" if not gen.empty and gen.mean() < 16 else "",
                                   "coarse" if not gen.empty and gen.mean() < 16 else "")
-        cells["wall_s"], _ = _ci_cell(g["wall_s"].dropna(), "s") if "wall_s" in g else (Cell("–"), None)
+        cells["wall_s"], _ = _ci_cell(_col(g, "wall_s"), "s")
         if bound:
             b = g["decode_bound_tps"].astype(float)
             share = (g["decode_tps"].astype(float) / b.where(b > 0) * 100).dropna()
@@ -248,8 +252,8 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
                 c = Cell.of(c.main, c.sub, c.sort, f"impossible: up to {fmt(top)} % of the memory-bandwidth bound; "
                             "the timing or the bound is wrong", "impossible")
             cells["bw_pct"] = c
-        peak = float(g["peak_mlx_bytes"].max()) if g["peak_mlx_bytes"].notna().any() else math.nan
-        rss = float(g["peak_rss_bytes"].max()) if "peak_rss_bytes" in g and g["peak_rss_bytes"].notna().any() else math.nan
+        peak = float(_col(g, "peak_mlx_bytes").max()) if not _col(g, "peak_mlx_bytes").empty else math.nan
+        rss = float(_col(g, "peak_rss_bytes").max()) if not _col(g, "peak_rss_bytes").empty else math.nan
         cells["peak_mlx"] = Cell.of(fmt(peak / scale), "", _num(peak), f"max over {len(g)} requests")
         cells["peak_rss"] = Cell.of(fmt(rss / scale), "", _num(rss), f"max over {len(g)} requests")
         n_err = int(counts.loc[model].get("error", 0)) if model in counts.index else 0
