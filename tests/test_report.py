@@ -308,3 +308,21 @@ def test_100k_rows_render_in_seconds_into_a_bounded_page(results, tmp_path):
     page = out.read_text()
     assert "100000 sample rows" in page and f"holds the {MAX_ROWS} most telling" in page
     assert accuracy_table is not None
+
+
+def test_optional_interval_columns_and_too_few_samples_to_tell():
+    from harness.report import accuracy_section
+
+    acc = pd.DataFrame([
+        {"model": "m", "suite": "s", "suite_hash": "h", "category": "*", "metric": "exact_match", "n": 2, "mean": 0.5,
+         "ci_low": np.nan, "ci_high": np.nan, "n_error": 0, "n_unsupported": 0, "interval": "cluster-bootstrap",
+         "n_clusters": 1},
+        {"model": "m", "suite": "t", "suite_hash": "h", "category": "*", "metric": "exact_match", "n": 40, "mean": 0.5,
+         "ci_low": 0.35, "ci_high": 0.65, "n_error": 1, "n_unsupported": 0, "interval": "wilson", "n_clusters": 40},
+    ])
+    sec = accuracy_section(acc, {"s": "synthetic", "t": "synthetic"}, {"m": "model"})
+    cells = sec["rows"][0].cells
+    assert cells["suite:s"].text == "50.0 (n=2, too few samples to tell)"
+    assert cells["suite:t"].text == "50.0 [35.0–65.0] n=40"
+    assert "(wilson, 40 clusters)" in cells["suite:t"].title and "1 error(s)" in cells["suite:t"].title
+    assert "too few samples to tell" in cells["synthetic"].text  # no interval in one suite: none combined

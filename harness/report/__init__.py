@@ -102,7 +102,6 @@ def _suite_labels(acc: pd.DataFrame) -> dict[tuple[str, str], str]:
 def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str, str]) -> dict:
     """The accuracy table's rows (Natural, Synthetic, Overall, then one column per suite) and the
     per-suite, per-category detail, all as Cells from accuracy_table's rows."""
-    interval = "interval" in acc
     summary = kind_summary(acc, kinds)
     labels = _suite_labels(acc)
     suites = sorted(labels.items(), key=lambda kv: (kinds.get(kv[0][0], "synthetic") != "natural",
@@ -117,8 +116,8 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
         for r in summary[summary["model"] == model].itertuples(index=False):
             cells[r.kind] = acc_cell(r.mean, r.ci_low, r.ci_high, r.n, muted=muted)
         for r in acc[(acc["model"] == model) & (acc["category"] == ALL)].itertuples(index=False):
-            c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", "") if interval else "",
-                         muted=muted)
+            c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
+                         clusters=getattr(r, "n_clusters", None), muted=muted)
             extra = ", ".join(x for x in (f"{r.n_error} error(s)" if r.n_error else "",
                                           f"{r.n_unsupported} unsupported" if r.n_unsupported else "") if x)
             if not r.n and r.n_unsupported:
@@ -142,8 +141,8 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
                     row["cells"].append(Cell("–"))
                     continue
                 r = r.iloc[0]
-                c = acc_cell(r["mean"], r["ci_low"], r["ci_high"], int(r["n"]),
-                             muted=role_of.get(model, MODEL) != MODEL)
+                c = acc_cell(r["mean"], r["ci_low"], r["ci_high"], int(r["n"]), interval=r.get("interval", ""),
+                             clusters=r.get("n_clusters"), muted=role_of.get(model, MODEL) != MODEL)
                 if r["n_unsupported"] and not r["n"]:
                     c = Cell(f"unsupported ({r['n_unsupported']})", None, f"unsupported ({r['n_unsupported']})", "",
                              "the model cannot take this suite's input", "muted")

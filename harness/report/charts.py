@@ -213,8 +213,8 @@ def accuracy_grid(acc: pd.DataFrame, roles: dict[str, str]) -> Chart | None:
         return None
     models = sorted(whole["model"].unique())
     suites = sorted(whole["suite"].unique(), key=natural_key)
-    cw, ch, left, top = 62, 30, 250, 96
-    W, H = left + cw * len(suites) + 10, top + ch * len(models) + 40
+    cw, ch, left, top = 62, 30, 290, 96
+    W, H = left + cw * len(suites) + 70, top + ch * len(models) + 40  # room for the last slanted suite name
     body = []
     for j, s in enumerate(suites):
         x = left + j * cw + cw / 2
@@ -224,7 +224,7 @@ def accuracy_grid(acc: pd.DataFrame, roles: dict[str, str]) -> Chart | None:
     for i, m in enumerate(models):
         y = top + i * ch
         body.append(f'<text x="{left - 8}" y="{y + ch / 2 + 4}" text-anchor="end" class="lbl">'
-                    f'{esc(short(label(m, roles.get(m, "model")), 36))}<title>{esc(label(m, roles.get(m, "model")))}</title></text>')
+                    f'{esc(short(label(m, roles.get(m, "model")), 44))}<title>{esc(label(m, roles.get(m, "model")))}</title></text>')
         for j, s in enumerate(suites):
             r = cells.get((m, s))
             x = left + j * cw

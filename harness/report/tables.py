@@ -271,11 +271,18 @@ def noisy_columns(row: ModelRow) -> list[str]:
 
 # --- accuracy cells ----------------------------------------------------------------------------
 
-def acc_cell(mean: float, lo: float, hi: float, n: int, *, interval: str = "", muted: bool = False) -> Cell:
-    """Accuracy in % with its 95 % interval and n; 'too few samples to tell' when there is no interval."""
+def acc_cell(mean: float, lo: float, hi: float, n: int, *, interval: object = "", clusters: object = None,
+             muted: bool = False) -> Cell:
+    """Accuracy in % with its 95 % interval and n; 'too few samples to tell' when there is no interval.
+
+    `interval` (the method's name) and `clusters` (independent clusters behind it) are shown in
+    the tooltip when accuracy_table gives them."""
     if not n or mean is None or math.isnan(mean):
         return Cell("–")
-    method = f" ({interval})" if interval else ""
+    parts = [str(interval)] if isinstance(interval, str) and interval else []
+    if clusters is not None and not (isinstance(clusters, float) and math.isnan(clusters)):
+        parts.append(f"{int(clusters)} clusters")
+    method = f" ({', '.join(parts)})" if parts else ""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return Cell.of(pct(mean), f" (n={n}, too few samples to tell)", 100 * mean,
                        f"{pct(mean)} %, n={n}: too few samples for an interval", "muted" if muted else "")
