@@ -201,8 +201,9 @@ def test_page_fits_the_screen_and_names_a_verdict_per_question(report, page, tmp
     page.open(report.as_uri(), width)
     got = page.eval(PROBE)
     assert page.errors == []
-    assert got["ready"] == "1" and got["vw"] == width
-    assert got["sw"] <= width, f"page is {got['sw']} px wide in a {width} px viewport"
+    assert got["ready"] == "1"
+    # On a phone a page wider than the screen also widens the layout viewport: check both.
+    assert got["sw"] <= width and got["vw"] == width, f"page is {got['sw']} px wide in a {width} px screen"
     keys = [v["key"] for v in got["verdicts"]]
     assert keys == ["decode", "ttft", "memory", "natural", "synthetic", "per_gb"]
     for v in got["verdicts"]:

@@ -109,13 +109,19 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
     cols = [Column("natural", "Natural", "%"), Column("synthetic", "Synthetic", "%"), Column("overall", "Overall", "%")]
     cols += [Column(f"suite:{lab}", lab, "%", kinds.get(s, "")) for (s, _h), lab in suites]
     models = sorted(set(acc["model"])) if not acc.empty else []
+    whole_by_model: dict[str, list] = {}
+    summary_by_model: dict[str, list] = {}
+    for r in summary.itertuples(index=False):
+        summary_by_model.setdefault(r.model, []).append(r)
+    for r in acc[acc["category"] == ALL].itertuples(index=False):
+        whole_by_model.setdefault(r.model, []).append(r)
     rows = []
     for model in models:
         muted = role_of.get(model, MODEL) != MODEL
         cells: dict[str, Cell] = {}
-        for r in summary[summary["model"] == model].itertuples(index=False):
+        for r in summary_by_model.get(model, []):
             cells[r.kind] = acc_cell(r.mean, r.ci_low, r.ci_high, r.n, muted=muted)
-        for r in acc[(acc["model"] == model) & (acc["category"] == ALL)].itertuples(index=False):
+        for r in whole_by_model.get(model, []):
             c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
                          clusters=getattr(r, "n_clusters", None), muted=muted)
             extra = ", ".join(x for x in (f"{r.n_error} error(s)" if r.n_error else "",
@@ -128,27 +134,33 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
             cells[f"suite:{labels[(r.suite, str(r.suite_hash))]}"] = c
         rows.append(ModelRow(model, role_of.get(model, MODEL), "", "", "", cells))
     details = []
+    # One pass over the table, then lookups: filtering it per cell is quadratic in suites × models.
+    index = {(r.model, r.suite, str(r.suite_hash), r.category): r for r in acc.itertuples(index=False)}
+    members: dict[tuple[str, str], tuple[set, set, str]] = {}
+    for r in index.values():
+        cats, mods, metric = members.setdefault((r.suite, str(r.suite_hash)), (set(), set(), str(r.metric)))
+        cats.add(r.category)
+        mods.add(r.model)
     for (suite, h), lab in suites:
-        part = acc[(acc["suite"] == suite) & (acc["suite_hash"].astype(str) == h)]
-        cats = sorted(part["category"].unique(), key=lambda c: (c != ALL, natural_key(c)))
-        dm = sorted(part["model"].unique())
+        cat_set, model_set, metric = members[(suite, h)]
+        cats = sorted(cat_set, key=lambda c: (c != ALL, natural_key(c)))
+        dm = sorted(model_set)
         grid = []
         for cat in cats:
             row = {"category": "whole suite" if cat == ALL else (cat or "–"), "cells": []}
             for model in dm:
-                r = part[(part["model"] == model) & (part["category"] == cat)]
-                if r.empty:
+                r = index.get((model, suite, h, cat))
+                if r is None:
                     row["cells"].append(Cell("–"))
                     continue
-                r = r.iloc[0]
-                c = acc_cell(r["mean"], r["ci_low"], r["ci_high"], int(r["n"]), interval=r.get("interval", ""),
-                             clusters=r.get("n_clusters"), muted=role_of.get(model, MODEL) != MODEL)
-                if r["n_unsupported"] and not r["n"]:
-                    c = Cell(f"unsupported ({r['n_unsupported']})", None, f"unsupported ({r['n_unsupported']})", "",
+                c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
+                             clusters=getattr(r, "n_clusters", None), muted=role_of.get(model, MODEL) != MODEL)
+                if r.n_unsupported and not r.n:
+                    c = Cell(f"unsupported ({r.n_unsupported})", None, f"unsupported ({r.n_unsupported})", "",
                              "the model cannot take this suite's input", "muted")
                 row["cells"].append(c)
             grid.append(row)
-        details.append({"suite": lab, "kind": kinds.get(suite, ""), "metric": str(part["metric"].iloc[0]),
+        details.append({"suite": lab, "kind": kinds.get(suite, ""), "metric": metric,
                         "models": dm, "rows": grid, "hash": h[:12]})
     return {"columns": cols, "rows": rows, "details": details, "summary": summary}
 
@@ -170,8 +182,8 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
     checks = pipeline_checks(accs["summary"], role_of)
     ok = df[(df["sample_id"] != "*") & (df["status"] == "ok")] if not df.empty else df
     errors = full[full["status"] == "error"][[c for c in ("model", "suite", "sample_id", "error") if c in full]]
-    hist = history.history(df)
     order = history.run_order(df)
+    hist = history.history(df) if len(order) > 1 else pd.DataFrame()
     comparison = history.latest_vs_previous(full)
     dirs = runcard.run_dirs(sources or [], run_dir)
     chart_list = [c for c in (charts.decode_vs_memory(speed_stats, unit),

@@ -92,7 +92,7 @@ def card(df: pd.DataFrame, out: Path, dirs: Sequence[Path]) -> list[tuple[str, l
     """Groups of facts, in the order the page shows them."""
     plan = read_plan(dirs)
     ram = df["env_ram_bytes"].dropna() if "env_ram_bytes" in df else pd.Series([], dtype=float)
-    device = _values(df, "device_name") or ", ".join(sorted({_device(str(v)) for v in df["env_device"].dropna()})
+    device = _values(df, "device_name") or ", ".join(sorted({_device(str(v)) for v in df["env_device"].dropna().unique()})
                                                      if "env_device" in df else [])
     dev_mem = df["device_memory_bytes"].dropna() if "device_memory_bytes" in df else pd.Series([], dtype=float)
     bw = df["bandwidth_gbps"].dropna() if "bandwidth_gbps" in df else pd.Series([], dtype=float)
