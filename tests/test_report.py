@@ -148,6 +148,12 @@ def test_report_md_has_the_same_figures_as_the_html(results, tmp_path):
     for q in ("Fastest decode", "Fastest first token", "Least memory", "Most accurate on natural images",
               "Most accurate on synthetic images", "Best accuracy per GB"):
         assert f"| {q} |" in md and f">{q}</h3>" in page
+    found = re.findall(r'data-verdict="(\w+)".*?<h3[^>]*>(.*?)</h3>.*?class="who">(.*?)</.*?'
+                       r'<p class="(?:margin|unc)">(.*?)</p>', page, re.S)
+    assert len(found) == 6
+    for outcome, question, who, margin in found:
+        line = next(x for x in md.splitlines() if x.startswith(f"| {text_of(question)} |"))
+        assert (f"tie: {text_of(who)}" if outcome == "tie" else text_of(who)) in line and text_of(margin) in line
 
 
 def test_report_md_stays_under_the_comment_limit_for_any_run():

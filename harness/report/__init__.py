@@ -208,6 +208,7 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
         notes.append("Measured on MLX's CPU backend: says nothing about Metal on Apple Silicon.")
     env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["fmt"] = fmt
+    env.filters["role"] = lambda m: f" ({ROLE_LABEL[role_of[m]]})" if ROLE_LABEL.get(role_of.get(m, MODEL)) else ""
     labels = {c.key: c.label for c in speed_cols}
     hist_rows = hist.to_dict("records") if len(order) > 1 else []
     html = env.get_template("report.html.j2").render(

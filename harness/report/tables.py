@@ -157,7 +157,8 @@ def _single_or_spread(values: pd.Series, unit: str) -> Cell:
 
 def speed_columns(df: pd.DataFrame, unit: str) -> list[Column]:
     cols = [
-        Column("backend", "Backend", "adapter · device"),
+        Column("backend", "Backend", "adapter · device" + (" · host" if "env_host" in df and df["env_host"].nunique() > 1
+                                                            else "")),
         Column("size", "Size", unit, "checkpoint on disk"),
     ]
     if "params_b" in df and df["params_b"].notna().any():
@@ -220,12 +221,15 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
     bound = has_bound(df)
     rows, stats = [], []
     counts = m.groupby(["model", "status"]).size().unstack(fill_value=0) if not m.empty else pd.DataFrame()
+    # Merged runs from several machines: the machine joins the backend column, since speed is per machine.
+    hosts = "env_host" in ok and ok["env_host"].nunique() > 1
     for model, g in ok.groupby("model", sort=True):
         cells: dict[str, Cell] = {}
         per_load = g.drop_duplicates("run_id") if "run_id" in g else g.iloc[:1]
         adapter = _first_str(g, "adapter")
         backend = ",".join(sorted(g["backend"].dropna().astype(str).unique())) if "backend" in g else ""
-        cells["backend"] = Cell(" · ".join(x for x in (adapter, backend) if x) or "–")
+        host = ",".join(sorted(g["env_host"].dropna().astype(str).unique())) if hosts else ""
+        cells["backend"] = Cell(" · ".join(x for x in (adapter, backend, host) if x) or "–")
         size = _col(per_load, "model_size_bytes")
         cells["size"] = Cell.of(fmt(size.iloc[0] / scale), "", float(size.iloc[0])) if not size.empty else Cell("–")
         if "params_b" in g:
