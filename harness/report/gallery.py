@@ -25,13 +25,14 @@ MAX_THUMBS = 400
 MAX_TEXT = 600
 VIEW_PX = 448  # images up to this edge are embedded at full size, so OCR text stays legible enlarged
 THUMB_PX = 96
-IMAGE_BUDGET = 450_000  # bytes of base64 images at VIEW_PX; later images get THUMB_PX thumbnails
+IMAGE_BUDGET = 360_000  # bytes of base64 images at VIEW_PX (the page stays under 1 MB); later ones get THUMB_PX thumbnails
 
 PASS, FAIL, ERROR, UNSUPPORTED = "pass", "fail", "error", "unsupported"
 
 
 def visible(s: str) -> str:
-    """Control and format characters as escapes; newlines and tabs stay (the page keeps them)."""
+    """Control and format characters, and U+FFFD (bytes a tokenizer could not decode), as escapes;
+    newlines and tabs stay (the page keeps them)."""
     if s.isprintable() and "\ufffd" not in s:
         return s
     out = []

@@ -214,7 +214,10 @@
       if (s === "ok" || s === "pass" || s === "fail" || !last) { turn.appendChild(node("div", "a", t[1] || "–")); }
       mid.appendChild(turn);
     });
-    if (r[col.answers].length) { mid.appendChild(node("div", "exp", "expected: " + r[col.answers].join(" | "))); }
+    if (r[col.answers].length) {
+      mid.appendChild(node("div", "exp", (r[col.turns] > 1 ? "expected (last answer): " : "expected: ") +
+        r[col.answers].join(" | ")));
+    }
     if (s === "error" || s === "unsupported") { mid.appendChild(node("div", "err", s + ": " + r[col.error])); }
     c.appendChild(mid);
     c.appendChild(node("div", "score", r[col.score] === null ? s : r[col.score].toFixed(2)));
