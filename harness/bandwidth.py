@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import re
-import struct
 import subprocess
 import time
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import checkpoint
 from harness.paths import cache_dir
 
 GB = 1e9  # bandwidth is quoted in decimal GB/s, as Apple and every datasheet do
@@ -37,16 +37,6 @@ APPLE_BANDWIDTH_GBPS: dict[str, float] = {
     "M4": 120, "M4 Pro": 273, "M4 Max": 546,
     "M5": 153,
 }
-
-# Segments of a tensor name that belong to the vision side: run at prefill, not per token.
-_VISION = {
-    "vision_tower", "vision_model", "visual", "multi_modal_projector", "connector", "vision_embed_tokens",
-    "image_newline", "mm_projector", "img_projection", "audio_tower", "audio_model", "vision",
-}
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2,
-                "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_TORCH_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
 
 # -- bandwidth of this machine ----------------------------------------------------------------
 def apple_chip(brand: str) -> str | None:
@@ -144,107 +134,21 @@ class DecodeCost:
         return self.weight_bytes + self.kv_bytes_per_position * max(context, 0.0)
 
 
-def _text_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    # Qwen2.5-VL keeps text keys at the top level; most others nest them under text_config.
-    out = {k: v for k, v in config.items() if not isinstance(v, dict)}
-    out.update(config.get("text_config") or {})
-    return out
-
-
-def kv_bytes_per_position(config: Mapping[str, Any], dtype_bytes: int | None = None) -> int:
-    t = _text_config(config)
-    layers = int(t.get("num_hidden_layers") or t.get("n_layers") or 0)
-    heads = int(t.get("num_attention_heads") or 1)
-    kv_heads = int(t.get("num_key_value_heads") or heads)
-    head_dim = int(t.get("head_dim") or int(t.get("hidden_size", 0)) // heads)
-    if dtype_bytes is None:
-        dtype_bytes = _TORCH_BYTES.get(str(t.get("torch_dtype") or config.get("torch_dtype")), 2)
-    return 2 * layers * kv_heads * head_dim * dtype_bytes
-
-
-def _is_vision(name: str) -> bool:
-    return any(part in _VISION for part in name.split("."))
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    with path.open("rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))
-
-
-def weight_bytes_from_checkpoint(ckpt: Path) -> int:
-    """Bytes of the language model's weights as stored (headers only; no weight is loaded)."""
-    files = sorted(Path(ckpt).glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{ckpt} has no .safetensors files: cannot size its weights")
-    embed = lm = 0
-    has_lm_head = False
-    for f in files:
-        for name, info in _safetensors_header(f).items():
-            if name == "__metadata__" or _is_vision(name):
-                continue
-            start, end = info["data_offsets"]
-            if "embed_tokens" in name or name.split(".")[-2:-1] == ["wte"]:
-                embed += end - start
-                continue
-            has_lm_head |= "lm_head" in name
-            lm += end - start
-    # Tied embeddings: the table is read whole as the output projection on every token.
-    return lm + (0 if has_lm_head else embed)
-
-
-def weight_bytes_from_config(config: Mapping[str, Any]) -> int:
-    """The same figure computed from a config alone (a dense decoder: attention + gated MLP +
-    lm_head), for checking a claim about a model you do not have on disk."""
-    t = _text_config(config)
-    h = int(t["hidden_size"])
-    inter = int(t["intermediate_size"])
-    layers = int(t["num_hidden_layers"])
-    heads = int(t["num_attention_heads"])
-    kv_heads = int(t.get("num_key_value_heads") or heads)
-    head_dim = int(t.get("head_dim") or h // heads)
-    vocab = int(t["vocab_size"])
-    per_layer = h * heads * head_dim * 2 + h * kv_heads * head_dim * 2 + 3 * h * inter
-    matrix_params = layers * per_layer + vocab * h  # lm_head, tied or not, is read per token
-    norm_params = (2 * layers + 1) * h
-    q = config.get("quantization") or {}
-    dense = _TORCH_BYTES.get(str(t.get("torch_dtype") or config.get("torch_dtype")), 2)
-    if q.get("bits"):
-        # packed weights plus one scale and one bias (16-bit) per group
-        per_param = q["bits"] / 8 + 2 * 2 / int(q.get("group_size", 64))
-    else:
-        per_param = dense
-    return int(matrix_params * per_param + norm_params * dense)
-
-
 def decode_cost(ckpt: Path | str) -> DecodeCost:
-    ckpt = Path(ckpt)
-    config = json.loads((ckpt / "config.json").read_text())
-    return DecodeCost(weight_bytes_from_checkpoint(ckpt), kv_bytes_per_position(config))
+    facts = checkpoint.inspect(ckpt)
+    if facts is None:
+        raise FileNotFoundError(f"no checkpoint at {ckpt}")
+    return DecodeCost(facts.language_weight_bytes, facts.kv_bytes_per_token)
 
 
 def decode_cost_from_config(config: Mapping[str, Any]) -> DecodeCost:
-    return DecodeCost(weight_bytes_from_config(config), kv_bytes_per_position(config))
-
-
-def resolve_checkpoint(path: str) -> Path | None:
-    """A checkpoint directory, or a hub id already in the local cache; None otherwise."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return p
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(path, local_files_only=True))
-    except Exception:
-        return None
+    return DecodeCost(checkpoint.language_weight_bytes_from_config(config), checkpoint.kv_bytes_per_token(config))
 
 
 def decode_cost_or_none(path: str) -> DecodeCost | None:
     """The bound is a check on the figures, never a reason to lose them: unknown layouts give none."""
-    ckpt = resolve_checkpoint(path)
     try:
-        return decode_cost(ckpt) if ckpt else None
+        return decode_cost(path) if checkpoint.resolve_local(path) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -28,12 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from harness.models import ModelError
     from harness.registry import UnknownNameError
-    from harness.store import SchemaMismatch
+    from harness.rundir import RunLocked
+    from harness.store import DamagedFile, SchemaMismatch
     from harness.suites import SuiteError
 
     try:
         return args.fn(args)
-    except (ModelError, SuiteError, SchemaMismatch, UnknownNameError, FileNotFoundError) as e:
+    except (ModelError, SuiteError, SchemaMismatch, DamagedFile, RunLocked, UnknownNameError, FileNotFoundError) as e:
         print(f"vlm-harness: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,15 +20,15 @@ least 512 MB; `VLM_HARNESS_MEMORY_MARGIN` as a fraction) is kept back for the OS
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import checkpoint
+
 GB = 1e9
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 PATCH = 14  # pixels per vision patch side in all four seed architectures (Qwen: 14, merged 2×2 later)
 DEFAULT_CONTEXT = 2048  # prompt tokens assumed at load time when nothing says more
 TEXT_CHARS_PER_TOKEN = 3  # a generous tokens-per-character guess for the text part of a prompt
@@ -92,23 +92,8 @@ def budget_bytes() -> tuple[int, str]:
     return max(0, avail - _margin(avail)), source
 
 
-def _text_config(config: dict[str, Any]) -> dict[str, Any]:
-    text = config.get("text_config") or {}
-    merged = {**config, **text} if isinstance(text, dict) else dict(config)
-    return merged
-
-
 def kv_bytes_per_token(config: dict[str, Any]) -> int:
-    c = _text_config(config)
-    layers = int(c.get("num_hidden_layers") or 0)
-    heads = int(c.get("num_attention_heads") or 0)
-    kv_heads = int(c.get("num_key_value_heads") or heads or 0)
-    hidden = int(c.get("hidden_size") or 0)
-    head_dim = int(c.get("head_dim") or (hidden // heads if heads else 0))
-    dtype = str(c.get("torch_dtype") or config.get("torch_dtype") or "float16")
-    # Quantized checkpoints compute (and cache) in the activation dtype, 2 bytes for all of these.
-    per = _DTYPE_BYTES.get(dtype, 2)
-    return 2 * layers * kv_heads * head_dim * per
+    return checkpoint.kv_bytes_per_token(config)
 
 
 def image_tokens(size: tuple[int, int]) -> int:
@@ -127,26 +112,16 @@ def activation_bytes(config: dict[str, Any], sizes: list[tuple[int, int]]) -> in
     return worst
 
 
-def weight_bytes(checkpoint: Path | None, declared: int = 0, params_b: float = 0.0, quantization: str = "") -> int:
-    if checkpoint is not None and checkpoint.is_dir():
-        on_disk = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
-        if on_disk:
-            return on_disk
-    if declared:
-        return declared
-    if params_b:
-        bits = 4 if "4" in quantization else 8 if "8" in quantization else 16
-        return int(params_b * 1e9 * bits / 8)
-    return 0
+def weight_bytes(ckpt: Path | None, declared: int = 0, params_b: float = 0.0, quantization: str = "") -> int:
+    """Weights on disk when the checkpoint is here, else the model file's own estimate."""
+    facts = checkpoint.inspect(ckpt) if ckpt is not None else None
+    if facts is not None and facts.weight_bytes:
+        return facts.weight_bytes
+    return checkpoint.declared_weight_bytes(declared, params_b, quantization)
 
 
-def read_config(checkpoint: Path | None) -> dict[str, Any]:
-    if checkpoint is None:
-        return {}
-    try:
-        return json.loads((checkpoint / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def read_config(ckpt: Path | None) -> dict[str, Any]:
+    return checkpoint.read_json(ckpt / "config.json") if ckpt is not None else {}
 
 
 def prompt_tokens(prompt: str, image_sizes: list[tuple[int, int]]) -> int:

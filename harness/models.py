@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -184,3 +185,20 @@ def default_models() -> list[str]:
     if spec is not None and Path(spec.source).is_dir():
         names.append(NAME)
     return names
+
+
+def checkpoint_path(spec: ModelSpec, fixtures_root: Path | None = None, say: Callable[[str], None] | None = None) -> str:
+    """Where the adapter loads `spec` from: a fixture is built on first use (in `fixtures_root`,
+    default ~/.cache/vlm-harness/fixtures); anything else is its source as given."""
+    if not spec.is_fixture:
+        return spec.source
+    from harness.fixtures.build import build_arch, default_root, fixture_name
+
+    root = fixtures_root or default_root()
+    name = spec.source.split(":", 1)[1]
+    arch = name.removesuffix("-4bit")
+    path = root / fixture_name(arch, "4bit" if name.endswith("-4bit") else "full")
+    if not path.exists() and say:
+        say(f"building fixture {arch} in {root}")
+    build_arch(arch, root)
+    return str(path)

@@ -37,6 +37,7 @@ class LoadStats:
     peak_mlx_bytes: int
     rss_bytes: int
     backend: str  # the device MLX computes on: "cpu" or "gpu"
+    role: str = "model"  # harness.checkpoint.ROLES: fixture (random weights), reference (canary) or model
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,9 @@ class Measurement:
     server_decode_tps: float | None = None
     cached_tokens: int = 0  # prompt tokens reused from a prompt cache, not prefilled again
     turn_outputs: tuple[str, ...] = ()  # multi-turn: the model's answers to the turns before the last
+    # Seconds inside the model's generation calls (earlier turns included): the rest of the
+    # worker's time on a sample is the harness's own cost. None when an adapter cannot tell.
+    model_s: float | None = None
+    # Seconds preparing inputs any script feeding the model needs: decoding the images and
+    # applying the chat template (a bare mlx_vlm loop does both inside its call).
+    inputs_s: float | None = None

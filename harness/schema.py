@@ -13,7 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
+# metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
+# Older files are read through harness/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
 
@@ -29,16 +32,19 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("arch", pa.string(), "checkpoint model_type"),
     ("quantization", pa.string(), "4bit, bf16, fp16, ..."),
     ("random_weights", pa.bool_(), "a random-weight fixture: speed only, never quality"),
+    ("model_role", pa.string(), "fixture (random weights: speed only) | reference (the harness's trained canary) | model"),
     ("model_hash", pa.string(), "sha256 of the checkpoint's files"),
     ("model_size_bytes", pa.int64(), "checkpoint size on disk, bytes"),
     ("suite", pa.string(), "suite name"),
     ("suite_kind", pa.string(), "natural or synthetic"),
     ("suite_hash", pa.string(), "sha256 over everything that defines the suite's samples"),
+    ("benchmark", pa.string(), "published benchmark-level figures the suite reports (harness/benchmark_scores.py), comma-separated"),
     ("sample_id", pa.string(), "sample id within the suite"),
     ("category", pa.string(), "what the question probes"),
     ("repeat", pa.int32(), "repetition index, 0-based"),
     ("status", pa.string(), "ok | error | unsupported | skipped"),
     ("error", pa.string(), "reason when status is not ok"),
+    ("traceback", pa.string(), "the worker's Python traceback, or a native crash's stack, when there is one"),
     # the exchange
     ("prompt", pa.string(), "question text sent"),
     ("images", pa.list_(pa.string()), "image files sent"),
@@ -46,7 +52,10 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("output", pa.string(), "model text (multi-turn: the answer to the last turn, the one scored)"),
     ("turns", pa.list_(pa.string()), "multi-turn: follow-up questions sent after prompt, in order"),
     ("turn_outputs", pa.list_(pa.string()), "multi-turn: the model's answers to the turns before the last"),
+    ("keywords", pa.list_(pa.string()), "keywords a caption is scored on (keyword_recall)"),
+    ("choices", pa.list_(pa.string()), "multiple choice: option texts in letter order"),
     ("metric", pa.string(), "metric name"),
+    ("metric_version", pa.int32(), "version of the metric's rule that computed score"),
     ("score", pa.float64(), "metric value for this sample, 0..1"),
     ("max_tokens", pa.int32(), "generation limit"),
     ("finish_reason", pa.string(), "stop | length"),
@@ -62,6 +71,10 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("peak_mlx_bytes", pa.int64(), "peak MLX allocation during this generation, bytes"),
     ("peak_rss_bytes", pa.int64(), "peak process resident memory during this generation, bytes"),
     ("load_peak_mlx_bytes", pa.int64(), "MLX memory held after loading, bytes"),
+    ("inputs_s", pa.float64(), "preparing the inputs any caller must: decoding images, the chat template, seconds"),
+    ("harness_s", pa.float64(), "the worker's own time on this sample beyond the model's calls and inputs_s "
+                                "(image and memory checks, bookkeeping, hand-off), seconds"),
+    ("parent_cpu_s", pa.float64(), "the supervising process's CPU time to score and store this row, seconds"),
     ("preprocessing", pa.string(), "JSON: what was done to each image (format, mode, EXIF, resize) and the limits"),
     # what a server reported about itself (adapter openai); the columns above are client-measured
     ("server_prompt_tokens", pa.int32(), "prompt tokens the server reported (usage)"),

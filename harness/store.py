@@ -3,12 +3,20 @@
 A row is durable as soon as its part is renamed into place, so SIGKILL at any moment leaves
 only whole files and loses nothing finished. `consolidate` folds the parts into one
 `results.parquet` at the end of a run; readers accept either, or both, and drop duplicates.
+
+Every file is written with parquet page checksums (CRC-32 per data page) and read with them
+verified, so a flipped bit is an error, not a silently changed row. A file that cannot be read
+is reported by name; `read_results(..., damaged="skip")` warns and goes on without it, and
+`quarantine` moves a damaged part aside so that `--resume` measures its samples again.
+Files of an older schema are read through harness/migrations.py.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+import secrets
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,66 +24,127 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.schema import KEY, SCHEMA, SCHEMA_VERSION, to_table
+from harness.migrations import SchemaTooNew, migrate
+from harness.rundir import PARTS, RESULTS, RunDir, atomic_write_bytes
+from harness.schema import KEY, SCHEMA, to_table
 
-RESULTS = "results.parquet"
-PARTS = "parts"
-
-
-class SchemaMismatch(ValueError):
-    pass
+# Kept under its old name: callers catch it for "this file is from another harness version".
+SchemaMismatch = SchemaTooNew
 
 
-def _atomic_write(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class DamagedFile(ValueError):
+    """A results file that is not readable parquet, or fails its checksums."""
+
+
+DIGEST_KEY = b"vlm_harness_sha256"
+
+
+def content_digest(table: pa.Table) -> str:
+    """sha256 of a table's values, column by column: page checksums do not cover the footer, so
+    a flip there could change a value without any error; this digest, kept in the footer and
+    checked on reading, cannot. Only what a reader sees counts: which cells are null, and the
+    valid values (Arrow IPC of them), not the bytes under a null nor a list child's name."""
+    import hashlib
+
+    import pyarrow.compute as pc
+
+    h = hashlib.sha256()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        c = column.combine_chunks()
+        if pa.types.is_list(c.type):  # parquet calls the child "element" where Arrow says "item"
+            c = c.cast(pa.list_(c.type.value_type))
+        valid = pc.is_valid(c)
+        values = c.filter(valid)
+        sink = pa.BufferOutputStream()
+        schema = pa.schema([pa.field(name, c.type)])
+        with pa.ipc.new_stream(sink, schema) as writer:
+            writer.write_table(pa.Table.from_arrays([values], schema=schema))
+        h.update(name.encode() + b"\0" + valid.to_numpy(zero_copy_only=False).tobytes())
+        h.update(sink.getvalue().to_pybytes())
+    return h.hexdigest()
+
+
+def write_table(table: pa.Table, path: Path) -> None:
+    """Write a parquet file atomically, with page checksums and a content digest."""
+    meta = {**(table.schema.metadata or {}), DIGEST_KEY: content_digest(table).encode()}
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(meta), buf, write_page_checksum=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_results(df: pd.DataFrame, path: Path) -> None:
+    """A whole results table as one file (a consolidated run, a rescore, a baseline)."""
+    from harness.schema import NAMES
+
+    write_table(pa.Table.from_pandas(df.reindex(columns=NAMES), schema=SCHEMA, preserve_index=False), path)
 
 
 class ResultsStore:
     def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.parts = self.run_dir / PARTS
+        self.run = RunDir(Path(run_dir))
+        self.run_dir = self.run.path
+        self.parts = self.run.parts
         existing = sorted(self.parts.glob("part-*.parquet")) if self.parts.exists() else []
         self._seq = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        # A random tag per writer: two processes appending to one run can never pick the same
+        # file name, so neither can overwrite or delete the other's rows.
+        self._tag = secrets.token_hex(3)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        _atomic_write(to_table(rows), self.parts / f"part-{self._seq:07d}.parquet")
+        write_table(to_table(rows), self.parts / f"part-{self._seq:07d}-{self._tag}.parquet")
         self._seq += 1
 
-    def read(self) -> pd.DataFrame:
-        return read_results(self.run_dir)
+    def read(self, damaged: str = "raise") -> pd.DataFrame:
+        return read_results(self.run_dir, damaged=damaged)
 
     def consolidate(self) -> Path:
+        parts = sorted(self.parts.glob("part-*.parquet")) if self.parts.exists() else []
         df = self.read()
-        target = self.run_dir / RESULTS
-        _atomic_write(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False), target)
-        # Only after the whole file is in place do the parts go; a kill in between leaves
-        # duplicates that read_results drops.
-        for p in self.parts.glob("part-*.parquet"):
-            p.unlink()
-        return target
+        write_results(df, self.run.results)
+        # Only the parts read above go, and only after the whole file is in place: a kill in
+        # between leaves duplicates that read_results drops.
+        for p in parts:
+            p.unlink(missing_ok=True)
+        return self.run.results
+
+    def quarantine_damaged(self, warn: Callable[[str], None] | None = None) -> list[Path]:
+        """Move every part that cannot be read into quarantine/; its samples count as not
+        measured, so `--resume` measures them again."""
+        moved = []
+        for part in sorted(self.parts.glob("part-*.parquet")) if self.parts.exists() else []:
+            try:
+                read_file(part)
+            except DamagedFile as e:
+                self.run.quarantine.mkdir(parents=True, exist_ok=True)
+                target = self.run.quarantine / part.name
+                part.replace(target)
+                moved.append(target)
+                if warn:
+                    warn(f"{e}; moved to {target}, its samples will be measured again")
+        return moved
 
 
-def _read_file(path: Path) -> pa.Table:
-    table = pq.read_table(path)
-    version = (table.schema.metadata or {}).get(b"vlm_harness_schema", b"?").decode()
-    if version != str(SCHEMA_VERSION):
-        raise SchemaMismatch(
-            f"{path}: results schema v{version}, this harness reads v{SCHEMA_VERSION}; "
-            "re-run the benchmark or use the harness version that wrote it"
-        )
-    return table
+def read_file(path: Path) -> pa.Table:
+    """One results file, checksums verified, migrated to the current schema and conformed."""
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedFile(f"{path}: damaged or not a results file ({first})") from None
+    meta = table.schema.metadata or {}
+    digest = meta.get(DIGEST_KEY)
+    if digest is not None and digest.decode(errors="replace") != content_digest(table):
+        raise DamagedFile(f"{path}: damaged (its content no longer matches the checksum written with it)")
+    raw = meta.get(b"vlm_harness_schema")
+    if raw is None:
+        raise DamagedFile(f"{path}: a parquet file, but not vlm-harness results (no schema version)")
+    try:
+        version = int(raw.decode())
+    except ValueError:
+        raise DamagedFile(f"{path}: unreadable schema version {raw!r}") from None
+    return _conform(migrate(table, version, str(path)))
 
 
 def _conform(table: pa.Table) -> pa.Table:
@@ -86,22 +155,38 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
 
-def read_results(*paths: Path) -> pd.DataFrame:
-    """Rows from run directories or parquet files, concatenated, duplicates of a key dropped."""
+def result_files(path: Path) -> list[Path]:
+    path = Path(path)
+    if path.is_dir():
+        run = RunDir(path)
+        return ([run.results] if run.results.exists() else []) + sorted(run.parts.glob("part-*.parquet"))
+    if path.exists():
+        return [path]
+    raise FileNotFoundError(f"no results at {path}")
+
+
+def read_results(*paths: Path, damaged: str = "raise") -> pd.DataFrame:
+    """Rows from run directories or parquet files, concatenated, duplicates of a key dropped.
+
+    `damaged="raise"` stops at the first unreadable file with a DamagedFile naming it;
+    `"skip"` prints a one-line warning per damaged file and reads the rest.
+    """
     tables = []
     for path in map(Path, paths):
-        if path.is_dir():
-            files = ([path / RESULTS] if (path / RESULTS).exists() else []) + sorted(
-                (path / PARTS).glob("part-*.parquet")
-            )
-        elif path.exists():
-            files = [path]
-        else:
-            raise FileNotFoundError(f"no results at {path}")
-        tables.extend(_read_file(f) for f in files)
+        for f in result_files(path):
+            try:
+                tables.append(read_file(f))
+            except DamagedFile as e:
+                if damaged != "skip":
+                    raise
+                print(f"warning: skipped {e}", file=sys.stderr)
     if not tables:
         return SCHEMA.empty_table().to_pandas()
-    # Files written before a column was added lack it: give them nulls, so runs of different
+    # Files written before a column was added lack it: they get nulls, so runs of different
     # ages (or machines) still merge into one table.
-    df = pa.concat_tables([_conform(t) for t in tables]).to_pandas()
+    df = pa.concat_tables(tables).to_pandas()
     return df.drop_duplicates(subset=["run_id", *KEY], keep="last").reset_index(drop=True)
+
+
+__all__ = ["RESULTS", "PARTS", "DamagedFile", "ResultsStore", "SchemaMismatch", "read_file", "read_results",
+           "result_files", "write_results", "write_table"]

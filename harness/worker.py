@@ -1,26 +1,34 @@
 """The measuring process: one per model, so memory figures start clean and a crash or an
 out-of-memory kill takes down only this model's process, never the run.
 
-It talks to the parent over a pipe: ("loaded", LoadStats, env) or ("load_error", message),
-then ("result", index, Measurement | None, status, error) per task, then ("done",).
+It loads the model through its adapter, lets the workload warm up, then runs the workload's
+tasks one by one, reporting each over the pipe (harness/protocol.py). What a task *is* belongs
+to the workload (harness/workloads.py): a suite sample, a speed test, ...
 """
 
 from __future__ import annotations
 
+import faulthandler
+import time
 import traceback
 from multiprocessing.connection import Connection
+from typing import Any
 
 from harness.models import ModelSpec
-from harness.records import Sample
+from harness.protocol import Done, Finished, Loaded, LoadFailed, Ready, Started
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def worker_main(conn: Connection, spec: ModelSpec, path: str, tasks: list[tuple[int, Sample, int]], warmup: int,
-                reuse_prefix: bool = False) -> None:
+def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, crash_log: str = "") -> None:
+    if crash_log:
+        # A native crash (SIGSEGV, SIGFPE, SIGABRT) leaves no Python exception to send; the
+        # supervisor reads this file so the error row still carries a stack.
+        log = open(crash_log, "w")  # noqa: SIM115 - open for the life of the process
+        faulthandler.enable(file=log, all_threads=False)
     from harness import environment
     from harness.adapters import ADAPTERS, Unsupported
     from harness.memory_safety import WontFit
@@ -30,44 +38,43 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, tasks: list[tuple[
         stats = adapter.load()
         env = environment.collect()
     except WontFit as e:  # refused before loading: a recorded skip, not a failure
-        conn.send(("load_skipped", str(e)))
+        conn.send(LoadFailed(str(e), skipped=True))
         conn.close()
         return
     except Exception as e:  # any load failure is a recorded error, never a dead run
-        conn.send(("load_error", _one_line(e), traceback.format_exc()))
+        conn.send(LoadFailed(one_line(e), traceback.format_exc()))
         conn.close()
         return
-    conn.send(("loaded", stats, env))
+    conn.send(Loaded(stats, env))
+    try:
+        workload.warm_up(adapter)
+    except Exception as e:  # the workload cannot run on this adapter at all
+        conn.send(LoadFailed(one_line(e), traceback.format_exc()))
+        conn.close()
+        return
+    conn.send(Ready())
 
-    def limit(sample: Sample) -> int:
-        return sample.max_tokens  # the tester has already applied --max-tokens and the model's limit
-
-    # MLX compiles kernels on first use (seconds on a CPU); untimed warm-up keeps that cost
-    # out of the first sample. A warm-up failure is left for the real sample to report.
-    for _ in range(warmup):
-        if not tasks:
-            break
+    handoff_s = 0.0  # sending the previous result: the harness's cost, charged to the next task
+    for task, item in workload.items():
+        t0 = time.perf_counter()
+        conn.send(Started(task))
+        status, result, error, tb = "ok", None, "", ""
         try:
-            adapter.generate(tasks[0][1], limit(tasks[0][1]))
-        except Exception:
-            break
-    # Enabled after the warm-up, so the first measured sample does not reuse the warm-up's prefix.
-    if reuse_prefix and hasattr(adapter, "enable_prefix_reuse"):
-        adapter.enable_prefix_reuse()
-
-    for index, sample, _repeat in tasks:
-        conn.send(("start", index))
-        try:
-            m = adapter.generate(sample, limit(sample))
-            conn.send(("result", index, m, "ok", ""))
+            result = workload.run(adapter, item)
         except Unsupported as e:
-            conn.send(("result", index, None, "unsupported", str(e)))
+            status, error = "unsupported", str(e)
         except WontFit as e:
-            conn.send(("result", index, None, "skipped", str(e)))
+            status, error = "skipped", str(e)
         except MemoryError:
-            conn.send(("result", index, None, "error", "out of memory during generation"))
+            status, error, tb = "error", "out of memory during generation", traceback.format_exc()
         except Exception as e:
-            conn.send(("result", index, None, "error", _one_line(e)))
+            status, error, tb = "error", one_line(e), traceback.format_exc()
+        model_s = workload.model_seconds(result)  # the model's calls and the inputs any caller prepares
+        total = time.perf_counter() - t0
+        harness_s = max(0.0, total - model_s) + handoff_s if model_s is not None else None
+        t1 = time.perf_counter()
+        conn.send(Finished(task, status, result, error, tb, harness_s))
+        handoff_s = time.perf_counter() - t1
     adapter.close()
-    conn.send(("done",))
+    conn.send(Done())
     conn.close()

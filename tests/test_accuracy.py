@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harness.accuracy import NAMES, accuracy_table, write_accuracy
-from harness.stats import bootstrap_ci
+from harness.intervals import wilson
 
 
 def rows(model, suite, scores, *, category="colour", status="ok", suite_hash="h1", metric="exact_match", repeat=0, start=0):
@@ -26,7 +26,7 @@ def one(t, **key):
     return sel.iloc[0]
 
 
-def test_per_suite_and_per_category_rows_with_bootstrap_intervals():
+def test_per_suite_and_per_category_rows_with_intervals_that_fit_the_data():
     colour = [1, 0, 1, 1, 0, 1, 1, 1]
     count = [0, 0, 1, 0]
     df = pd.DataFrame(rows("m1", "shapes", colour) + rows("m1", "shapes", count, category="count", start=100)
@@ -35,15 +35,17 @@ def test_per_suite_and_per_category_rows_with_bootstrap_intervals():
     assert list(t.columns) == NAMES
     whole = one(t, model="m1", suite="shapes", category="*")
     assert whole["n"] == 12 and whole["mean"] == pytest.approx(7 / 12)
-    assert (whole["ci_low"], whole["ci_high"]) == pytest.approx(bootstrap_ci(colour + count, seed=0))
+    # 0/1 scores, one image each: a Wilson score interval.
+    assert whole["interval"] == "wilson"
+    assert (whole["ci_low"], whole["ci_high"]) == pytest.approx(wilson(7, 12))
     assert whole["ci_low"] < whole["mean"] < whole["ci_high"]
     assert whole["metric"] == "exact_match" and whole["higher_is_better"] == True  # noqa: E712
     c = one(t, model="m1", suite="shapes", category="count")
     assert c["n"] == 4 and c["mean"] == 0.25
-    assert (c["ci_low"], c["ci_high"]) == pytest.approx(bootstrap_ci(count, seed=0))
-    # Every answer right: the interval is the point, not a spread invented by resampling.
+    # Four samples: too few to tell, said as such rather than as a certain-looking interval.
+    assert c["interval"] == "too few" and math.isnan(c["ci_low"]) and math.isnan(c["ci_high"])
     perfect = one(t, model="m2", suite="shapes", category="*")
-    assert (perfect["mean"], perfect["ci_low"], perfect["ci_high"]) == (1.0, 1.0, 1.0)
+    assert perfect["mean"] == 1.0 and perfect["interval"] == "too few"
     # Seeded: the same rows give the same table.
     pd.testing.assert_frame_equal(t, accuracy_table(df))
 
@@ -108,3 +110,30 @@ def test_write_accuracy_writes_parquet_in_the_run_directory(tmp_path):
     back = pd.read_parquet(path)
     assert list(back.columns) == NAMES and back.loc[back.category == "*", "n"].item() == 3
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_suite_where_every_sample_scores_one_shows_a_wilson_interval_not_certainty():
+    t = accuracy_table(pd.DataFrame(rows("m", "s", [1.0] * 8)))
+    whole = one(t, category="*")
+    assert whole["mean"] == 1.0 and whole["interval"] == "wilson"
+    assert whole["ci_low"] == pytest.approx(0.6756, abs=1e-3) and whole["ci_high"] == 1.0
+    zero = one(accuracy_table(pd.DataFrame(rows("m", "s", [0.0] * 8))), category="*")
+    assert zero["ci_low"] == 0.0 and zero["ci_high"] == pytest.approx(0.3244, abs=1e-3)
+    assert whole["detectable_drop"] > 0.3  # eight samples cannot see a small fall
+
+
+def test_questions_sharing_an_image_are_resampled_together():
+    shared = [{**r, "images": [f"img{i // 4}.png"]} for i, r in enumerate(rows("m", "s", [1, 0, 1, 1] * 6))]
+    whole = one(accuracy_table(pd.DataFrame(shared)), category="*")
+    assert whole["interval"] == "cluster-bootstrap" and whole["n_clusters"] == 6 and whole["n"] == 24
+
+
+def test_a_suite_asks_for_its_published_benchmark_figures():
+    df = pd.DataFrame([{**r, "benchmark": "mmstar", "metric": "multiple_choice"}
+                       for cat, scores in (("coarse perception", [1, 1, 0, 1, 1, 0]), ("math", [0, 0, 1, 0, 0, 0]))
+                       for r in rows("m", "mmstar", scores, category=cat, start=100 if cat == "math" else 0)])
+    t = accuracy_table(df)
+    bench = t[t["category"] == "@mmstar"]
+    assert not bench.empty and (bench["unit"] == "%").any()
+    avg = bench.iloc[0]
+    assert avg["mean"] == pytest.approx(100 * (4 / 6 + 1 / 6) / 2)

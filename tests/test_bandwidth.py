@@ -6,6 +6,7 @@ import math
 import pytest
 
 from harness import bandwidth as bw
+from harness import checkpoint
 
 # A 7B dense decoder at 4 bits (Qwen2-7B's shape), described by its config alone.
 SEVEN_B_4BIT = {
@@ -44,12 +45,12 @@ def test_bound_columns_match_the_schema_and_kv_cache_lowers_the_bound():
 def test_checkpoint_bytes_exclude_the_vision_tower_and_follow_precision(fixtures_root):
     full, q4 = fixtures_root / "qwen2_5_vl", fixtures_root / "qwen2_5_vl-4bit"
     total = sum(p.stat().st_size for p in full.glob("*.safetensors"))
-    wb = bw.weight_bytes_from_checkpoint(full)
+    wb = checkpoint.language_weight_bytes(full)
     assert 0 < wb < total  # the vision tower is on disk but not read per token
-    assert bw.weight_bytes_from_checkpoint(q4) < wb / 3  # 4-bit reads about a quarter
+    assert checkpoint.language_weight_bytes(q4) < wb / 3  # 4-bit reads about a quarter
     for ckpt in (full, q4):  # headers and config agree (biases aside)
         config = json.loads((ckpt / "config.json").read_text())
-        assert bw.weight_bytes_from_checkpoint(ckpt) == pytest.approx(bw.weight_bytes_from_config(config), rel=0.01)
+        assert checkpoint.language_weight_bytes(ckpt) == pytest.approx(checkpoint.language_weight_bytes_from_config(config), rel=0.01)
 
 
 def test_apple_chip_names_and_the_bandwidth_override(monkeypatch, tmp_path):

@@ -47,4 +47,4 @@ def test_bad_names_give_one_line_errors_that_say_what_to_do(fixtures_root, tmp_p
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "no results at" in r.stderr
     r = cli("run", "--resume", "--out", str(tmp_path / "empty"))
-    assert r.returncode == 2 and "no earlier run" in r.stderr
+    assert r.returncode == 2 and "no unfinished run" in r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -134,8 +135,13 @@ def test_mmstar_layout_reads_the_options_and_scores_the_letter(tmp_path):
     assert first.choices == ("a red cup", "a blue book", "a green lamp", "nothing")
     assert first.category == "coarse perception"
     assert metrics.score("(B)", first) == 1.0
-    assert metrics.score("The answer is b", first) == 1.0
-    assert metrics.score("a blue book", first) == 1.0
+    assert metrics.score("The answer is B", first) == 1.0
+    # lmms-eval's MMStar rule reads capital letters only; VLMEvalKit's can_infer also reads
+    # the option texts the layout parsed from the question.
+    assert metrics.score("The answer is b", first) == 0.0
+    assert metrics.score("a blue book", first) == 0.0
+    can_infer = replace(first, metric="multiple_choice_can_infer")
+    assert metrics.score("a blue book", can_infer) == 1.0
     assert metrics.score("A", first) == 0.0
     assert metrics.score("I am not sure", first) == 0.0
 

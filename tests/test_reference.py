@@ -15,7 +15,7 @@ import pytest
 
 from harness.fixtures.common import MANIFEST, content_hash
 from harness.reference import NAME, data, default_dir
-from harness.reference.evaluate import accuracy_table
+from harness.reference.evaluate import summary
 from harness.suites import find_suite
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,7 +174,7 @@ def canary(checkpoint, reliable, tmp_path_factory):
             _model_file(root, source, images)
             tester = VLMTester(base / "runs", run_id=name, limit=CANARY_SAMPLES, progress=False)
             df = tester.run([NAME], ["reference-canary"])
-            runs[name] = (tester.run_dir, accuracy_table(df))
+            runs[name] = (tester.run_dir, summary(df))
     finally:
         os.environ["VLM_HARNESS_ROOT"] = saved or str(REPO)
     return runs

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from harness import speed
+from harness.adapters import _mlx_sweeps as sweeps
 from harness.cli import main
 from harness.store import read_results
 
@@ -21,10 +22,10 @@ def qwen_model(qwen_dir):
 
 def test_random_prompts_are_seeded_and_free_of_special_tokens(qwen_model):
     model, processor = qwen_model
-    a = speed.random_prompt(model, processor, 200, seed=3)
+    a = sweeps.random_prompt(model, processor, 200, seed=3)
     assert a.shape == (1, 200)
-    assert mx.array_equal(a, speed.random_prompt(model, processor, 200, seed=3))
-    assert not mx.array_equal(a, speed.random_prompt(model, processor, 200, seed=4))
+    assert mx.array_equal(a, sweeps.random_prompt(model, processor, 200, seed=3))
+    assert not mx.array_equal(a, sweeps.random_prompt(model, processor, 200, seed=4))
     ids = set(np.array(a).ravel().tolist())
     assert not ids & set(processor.tokenizer.all_special_ids)
     assert model.config.image_token_id not in ids
@@ -32,17 +33,17 @@ def test_random_prompts_are_seeded_and_free_of_special_tokens(qwen_model):
 
 def test_tg_generates_exactly_n_tokens_and_pp_counts_the_prompt(qwen_model):
     model, processor = qwen_model
-    tg = speed.measure_tg(model, processor, 12, seed=0)
+    tg = sweeps.measure_tg(model, processor, 12, seed=0)
     assert tg["generated_tokens"] == 12 and tg["decode_tps"] > 0
     assert tg["wall_s"] > tg["ttft_s"] > 0
-    pp = speed.measure_pp(model, processor, 40, seed=0)
+    pp = sweeps.measure_pp(model, processor, 40, seed=0)
     assert pp["prompt_tokens"] == 40 and pp["prefill_tps"] == pytest.approx(40 / pp["ttft_s"])
 
 
 def test_image_sweep_counts_image_tokens(qwen_model, tmp_path):
     model, processor = qwen_model
-    small = speed.measure_img(model, processor, 56, seed=0, directory=tmp_path)
-    large = speed.measure_img(model, processor, 224, seed=0, directory=tmp_path)
+    small = sweeps.measure_img(model, processor, 56, seed=0, directory=tmp_path)
+    large = sweeps.measure_img(model, processor, 224, seed=0, directory=tmp_path)
     # 56 px -> 2×2 merged patches of 28 px; 224 px is capped at max_pixels = 64 tokens
     assert small["image_tokens"] == 4 and large["image_tokens"] == 64
     assert large["prompt_tokens"] - small["prompt_tokens"] == 60

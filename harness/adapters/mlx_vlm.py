@@ -7,10 +7,10 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from harness import memory_safety
+from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS, Unsupported
-from harness.fixtures.common import MANIFEST, content_hash, dir_size
 from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
 from harness.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
@@ -23,14 +23,6 @@ _IMAGE_AFTER_TEXT = {"llava_next"}
 
 def check_images(paths: tuple[str, ...]) -> None:
     load_images(paths)
-
-
-def _quantization(config: dict) -> str:
-    q = config.get("quantization") or config.get("quantization_config")
-    if isinstance(q, dict) and q.get("bits"):
-        return f"{q['bits']}bit"
-    dtype = config.get("torch_dtype") or config.get("text_config", {}).get("torch_dtype") or "unknown"
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(dtype), str(dtype))
 
 
 @ADAPTERS.register("mlx_vlm")
@@ -63,17 +55,14 @@ class MlxVlmAdapter:
         return self._prefix_state
 
     def _checkpoint_dir(self) -> Path:
+        local = checkpoint.resolve_local(self.path)  # a directory, or a hub id already cached
+        if local is not None:
+            return local
         path = Path(self.path)
-        if path.is_dir():
-            return path
         if path.is_absolute() or self.path.startswith("."):
             raise ModelError(f"checkpoint directory {path} does not exist")
         from huggingface_hub import snapshot_download
 
-        try:  # a hub id already in the local cache loads without a hub
-            return Path(snapshot_download(self.path, local_files_only=True))
-        except Exception:
-            pass
         if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
             raise ModelError(
                 f"model {self.path!r} is not in the local cache and HF_HUB_OFFLINE is set; "
@@ -117,17 +106,17 @@ class MlxVlmAdapter:
         mx.synchronize()
         load_s = time.perf_counter() - t1
         self.config = config
-        manifest_path = ckpt / MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-        self.arch = config.get("model_type", "")
+        facts = checkpoint.Checkpoint(ckpt, config, checkpoint.read_json(ckpt / checkpoint.MANIFEST))
+        self.arch = facts.arch
         return LoadStats(
             import_s=import_s,
             load_s=load_s,
-            size_bytes=dir_size(ckpt),
-            content_hash=manifest.get("content_hash") or content_hash(ckpt),
-            arch=self.arch,
-            quantization=_quantization(config),
-            random_weights=bool(manifest.get("random_weights", False)),
+            size_bytes=facts.size_bytes,
+            content_hash=facts.content_hash,
+            arch=facts.arch,
+            quantization=facts.quantization,
+            random_weights=facts.random_weights,
+            role=facts.role,
             peak_mlx_bytes=int(mx.get_peak_memory()),
             rss_bytes=peak_rss_bytes(),
             backend="gpu" if mx.default_device() == mx.gpu else "cpu",
@@ -139,21 +128,34 @@ class MlxVlmAdapter:
 
         if len(sample.images) > 1 and self.arch in _SINGLE_IMAGE:
             raise Unsupported(f"{self.arch} takes one image per prompt; this sample has {len(sample.images)}")
+        # Decoding the images and applying the chat template are work any script feeding the
+        # model does (a bare mlx_vlm loop does both inside its call): timed as inputs_s, apart
+        # from the harness's own checks, so harness_s is what the harness alone adds.
+        t_in = time.perf_counter()
         images, records = load_images(sample.images, self.spec.images)
+        inputs_s = time.perf_counter() - t_in
         memory_safety.check_request(self.spec.name, self.config, sample.prompt, [im.size for im in images], max_tokens)
         # Multi-turn: each earlier turn is answered first, untimed, and the model's own answer
         # goes back as the assistant turn, as in a chat; the figures measure the last turn,
         # whose prompt carries the whole history (no cache reuse between turns).
         turn_outputs: list[str] = []
+        earlier_s = 0.0  # the untimed earlier turns: model time all the same, not the harness's
         for _ in sample.turns:
+            t = time.perf_counter()
+            prompt = self._chat_prompt(sample, turn_outputs)
+            inputs_s += time.perf_counter() - t
+            t = time.perf_counter()
             turn_outputs.append("".join(r.text for r in stream_generate(
-                self.model, self.processor, self._chat_prompt(sample, turn_outputs), image=images,
+                self.model, self.processor, prompt, image=images,
                 max_tokens=max_tokens, temperature=self.spec.temperature,
             )).strip())
+            earlier_s += time.perf_counter() - t
+        t = time.perf_counter()
         if sample.turns:
             prompt = self._chat_prompt(sample, turn_outputs)
         else:
             prompt = apply_chat_template(self.processor, self.model.config, sample.prompt, num_images=len(sample.images))
+        inputs_s += time.perf_counter() - t
         self.last_prompt = prompt
         mx.synchronize()
         mx.reset_peak_memory()
@@ -199,7 +201,16 @@ class MlxVlmAdapter:
             preprocessing=record_json(records, self.spec.images),
             cached_tokens=cached,
             turn_outputs=tuple(turn_outputs),
+            model_s=earlier_s + wall,
+            inputs_s=inputs_s,
         )
+
+    def speed_test(self, kind: str, value: int, seed: int, directory: Path) -> dict[str, Any]:
+        """One llama-bench-style measurement (`pp`, `tg` or `img`; harness/adapters/_mlx_sweeps.py)
+        on the loaded model: the result columns of one repetition."""
+        from harness.adapters import _mlx_sweeps
+
+        return _mlx_sweeps.measure(self.model, self.processor, kind, value, seed, directory)
 
     def _chat_prompt(self, sample: Sample, outputs: list[str]) -> str:
         """The conversation up to the next unanswered turn: images in the first user message."""

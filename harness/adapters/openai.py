@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from harness import checkpoint
 from harness.adapters import ADAPTERS
-from harness.fixtures.common import MANIFEST, content_hash, dir_size
 from harness.images import load_images, record_json, to_data_uri
 from harness.memory import peak_rss_bytes
 from harness.models import ModelError, ModelSpec
@@ -82,23 +82,18 @@ class OpenAIAdapter:
         finally:
             conn.close()
         probe_s = time.perf_counter() - t0
-        ckpt = Path(self.path)
-        config, manifest = {}, {}
-        if ckpt.is_dir():  # served from a directory on this machine: record what it is
-            if (ckpt / "config.json").exists():
-                config = json.loads((ckpt / "config.json").read_text())
-            if (ckpt / MANIFEST).exists():
-                manifest = json.loads((ckpt / MANIFEST).read_text())
-        from harness.adapters.mlx_vlm import _quantization
-
+        # Served from a directory on this machine: record what it is. Never resolved through
+        # the hub cache: the server may hold another copy.
+        facts = checkpoint.inspect(self.path) if Path(self.path).is_dir() else None
         return LoadStats(
             import_s=0.0,
             load_s=probe_s,  # the server loaded the model earlier; this is the reachability probe
-            size_bytes=dir_size(ckpt) if ckpt.is_dir() else 0,
-            content_hash=(manifest.get("content_hash") or content_hash(ckpt)) if ckpt.is_dir() else "",
-            arch=config.get("model_type", ""),
-            quantization=self.spec.quantization or (_quantization(config) if config else ""),
-            random_weights=bool(manifest.get("random_weights", False)),
+            size_bytes=facts.size_bytes if facts else 0,
+            content_hash=facts.content_hash if facts else "",
+            arch=facts.arch if facts else "",
+            quantization=self.spec.quantization or (facts.quantization if facts and facts.config else ""),
+            random_weights=facts.random_weights if facts else False,
+            role=facts.role if facts else "model",
             peak_mlx_bytes=0,
             rss_bytes=peak_rss_bytes(),
             backend="server",

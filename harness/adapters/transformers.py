@@ -12,9 +12,8 @@ import math
 import time
 from pathlib import Path
 
-from harness import memory_safety
+from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS
-from harness.fixtures.common import MANIFEST, content_hash, dir_size
 from harness.images import load_images, record_json
 from harness.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
@@ -91,11 +90,10 @@ class TransformersAdapter:
         load_s = time.perf_counter() - t1
         self.config = config
         self._torch = torch
-        manifest = json.loads((ckpt / MANIFEST).read_text()) if (ckpt / MANIFEST).exists() else {}
+        facts = checkpoint.Checkpoint(Path(ckpt), config, checkpoint.read_json(Path(ckpt) / checkpoint.MANIFEST))
         return LoadStats(
-            import_s=import_s, load_s=load_s, size_bytes=dir_size(ckpt),
-            content_hash=manifest.get("content_hash") or content_hash(ckpt), arch=config.get("model_type", ""),
-            quantization="fp32", random_weights=bool(manifest.get("random_weights", False)),
+            import_s=import_s, load_s=load_s, size_bytes=facts.size_bytes, content_hash=facts.content_hash,
+            arch=facts.arch, quantization="fp32", random_weights=facts.random_weights, role=facts.role,
             peak_mlx_bytes=0, rss_bytes=peak_rss_bytes(), backend="cpu",
         )
 

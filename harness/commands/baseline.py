@@ -17,10 +17,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("baseline", "manage the gate's baseline: `baseline update RUN` promotes a run", configure)
 def run(args: argparse.Namespace) -> int:
-    from harness.commands.gate import resolve_run
     from harness.paths import reports_dir
+    from harness.rundir import resolve
 
-    source = resolve_run(Path(args.run) if args.run else reports_dir() / "runs")
+    source = resolve(Path(args.run) if args.run else reports_dir() / "runs")
     return update(source, Path(args.to) if args.to else reports_dir() / "baseline")
 
 
@@ -32,8 +32,9 @@ def update(source: Path, target: Path) -> int:
 
     import pyarrow as pa
 
+    from harness.rundir import PARTS, RESULTS
     from harness.schema import NAMES, SCHEMA
-    from harness.store import PARTS, RESULTS, _atomic_write, read_results
+    from harness.store import read_results, write_table
 
     df = read_results(source)  # also checks the schema version
     if df.empty or not (df["status"] == "ok").any():
@@ -50,7 +51,7 @@ def update(source: Path, target: Path) -> int:
         os.replace(tmp, target / RESULTS)
     else:
         table = pa.Table.from_pandas(df.reindex(columns=NAMES), schema=SCHEMA, preserve_index=False)
-        _atomic_write(table, target / RESULTS)
+        write_table(table, target / RESULTS)
     meta = {"source": str(source), "runs": sorted(df["run_id"].dropna().unique().tolist()), "rows": len(df),
             "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
     (target / "baseline.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -20,27 +20,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                           "make the current run the baseline")
 
 
-def resolve_run(path: Path) -> Path:
-    """A run directory or parquet file as given; a directory of runs becomes its latest run."""
-    from harness.store import PARTS, RESULTS
-    from harness.tester import latest_run
-
-    if path.is_dir() and not (path / RESULTS).exists() and not (path / PARTS).exists():
-        latest = latest_run(path)
-        if latest is None:
-            raise FileNotFoundError(f"no results at {path}: give a run directory or results.parquet")
-        return latest
-    return path
-
-
 @command("gate", "compare a run against a baseline: exit 0 pass, 1 regression, 2 cannot compare", configure)
 def run(args: argparse.Namespace) -> int:
     from harness.gate import INCOMPARABLE, compare, to_json, to_markdown
     from harness.paths import reports_dir
+    from harness.rundir import resolve
     from harness.store import SchemaMismatch, read_results
 
     baseline = Path(args.baseline) if args.baseline else reports_dir() / "baseline"
-    current = resolve_run(Path(args.current) if args.current else reports_dir() / "runs")
+    current = resolve(Path(args.current) if args.current else reports_dir() / "runs")
     if not baseline.exists() and args.promote:
         print(f"gate: no baseline at {baseline} yet; promoting {current}", file=sys.stderr)
         return promote(current, baseline)

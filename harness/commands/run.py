@@ -12,7 +12,7 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--suite", "-s", action="append", help="suite name or .toml path (repeatable; default: every offline suite)")
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
-    r.add_argument("--resume", action="store_true", help="continue the latest run (or --run-id), skipping finished samples")
+    r.add_argument("--resume", action="store_true", help="continue the interrupted run (the newest unfinished one of the same models and suites, or --run-id), skipping finished samples")
     r.add_argument("--repeats", type=int, default=1, help="measure each sample N times (default 1)")
     r.add_argument("--warmup", type=int, default=1, help="untimed generations per model before measuring (default 1)")
     r.add_argument("--limit", type=int, help="use only the first N samples of each suite")
@@ -31,7 +31,8 @@ def configure(r: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
     from harness.report import render
-    from harness.tester import DEFAULT_SUITES, VLMTester
+    from harness.suites import default_suites
+    from harness.tester import VLMTester
 
     tester = VLMTester(
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         adapter=args.adapter, base_url=args.base_url,
     )
     models = args.model or default_models()
-    suites = args.suite or list(DEFAULT_SUITES)
+    suites = args.suite or default_suites()
+    tester.select_run(models, suites)
     print(f"run {tester.run_id}: {len(models)} model(s) × {len(suites)} suite(s) → {tester.run_dir}", file=sys.stderr)
     df = tester.run(models, suites)
     report = Path(args.report) if args.report else tester.run_dir / "report.html"

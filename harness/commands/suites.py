@@ -33,4 +33,11 @@ def run(args: argparse.Namespace) -> int:
         except SuiteError as e:
             print(f"{name:24} error: {e}")
             status = 1
+    # What each suite's `metric = "..."` may name, the version its scores carry, and the public
+    # scorer it reproduces, so a number can be put beside a published one knowingly.
+    from harness.metrics import METRICS
+
+    for name in METRICS.names():
+        spec = METRICS.get(name)
+        print(f"metric {name:26} v{spec.version}  {spec.description}  [reference: {spec.reference}]")
     return status

@@ -4,6 +4,8 @@ from harness.metrics import metric
 from harness.records import Sample
 
 THRESHOLD = 0.5
+REFERENCE = ("EvolvingLMMs-Lab/lmms-eval lmms_eval/api/metrics.py anls (= VLMEvalKit vlmeval/dataset/utils/"
+             "vqa_eval.py anls_compute + hit_calculate; the DocVQA RRC script's rule)")
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -19,21 +21,42 @@ def levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-def anls_of(output: str, answers: list[str] | tuple[str, ...], threshold: float = THRESHOLD) -> float:
-    """max over answers of 1 - NL(answer, output), or 0 where NL >= threshold (Biten et al.
-    2019, eq. 1). NL is the edit distance over the longer string's length; both sides are
-    lower-cased with whitespace collapsed, as the ST-VQA / DocVQA evaluation does."""
-    got = " ".join(output.strip().lower().split())
-    best = 0.0
+def _squash(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+def anls_of(output: str, answers: list[str] | tuple[str, ...], threshold: float = THRESHOLD,
+            normalised_length: bool = False) -> float:
+    """ANLS of one question (Biten et al. 2019, eq. 1) as the references compute it.
+
+    Both sides are lower-cased with whitespace collapsed; NL = edit distance / the longer
+    length; the question scores s = 1 - min NL over the answers, and 0 where s < threshold, so
+    NL of exactly 0.5 keeps 0.5. The references take the longer length of the strings *before*
+    normalisation (their `len(answer.upper())`), so surrounding or repeated spaces dilute the
+    distance; `normalised_length=True` divides by the normalised lengths instead (option
+    `anls_normalised_length`, off by default). An empty pair (length 0) has NL 0.
+    """
+    if not answers:
+        return 0.0
+    got = _squash(output)
+    nls = []
     for a in answers:
-        gt = " ".join(a.strip().lower().split())
-        longest = max(len(gt), len(got))
-        nl = levenshtein(gt, got) / longest if longest else 0.0
-        best = max(best, 1.0 - nl if nl < threshold else 0.0)
-    return best
+        gt = _squash(a)
+        length = max(len(gt), len(got)) if normalised_length else max(len(a.upper()), len(output.upper()))
+        nls.append(levenshtein(gt, got) / length if length else 0.0)
+    s = 1.0 - min(nls)
+    return 0.0 if s < threshold else s
 
 
-@metric("anls")
+@metric("anls", version=2, reference=REFERENCE)
 def anls(output: str, sample: Sample) -> float:
-    """ANLS (DocVQA, ST-VQA): normalised Levenshtein similarity, 0 below the 0.5 threshold."""
+    """ANLS (DocVQA, ST-VQA) as lmms-eval and VLMEvalKit: 1 - NL, 0 where that is below 0.5."""
     return anls_of(output, sample.answers)
+
+
+@metric("anls_normalised_length", version=1,
+        reference="anls with NL divided by the normalised strings' lengths (pix2struct metrics.py anls_metric's "
+                  "denominator; the references use the raw lengths)")
+def anls_normalised_length(output: str, sample: Sample) -> float:
+    """ANLS with the edit distance divided by the longer *normalised* length, else as `anls`."""
+    return anls_of(output, sample.answers, normalised_length=True)

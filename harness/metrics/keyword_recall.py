@@ -5,7 +5,8 @@ from harness.metrics.normalise import normalise
 from harness.records import Sample
 
 
-@metric("keyword_recall")
+@metric("keyword_recall", version=2,
+        reference="none: the harness's own rule (keywords as whole words after the VQA normalisation)")
 def keyword_recall(output: str, sample: Sample) -> float:
     """Fraction of the sample's keywords that appear as words in the normalised output."""
     words = set(normalise(output).split())

@@ -1,43 +1,46 @@
 from __future__ import annotations
 
-import re
-
 from harness.metrics import metric
-from harness.metrics.normalise import NUMBER_WORDS
 from harness.records import Sample
 
 TOLERANCE = 0.05
-
-# A whole answer that is one number, with an optional currency sign before it and a percent
-# sign or unit words after it: "$1,234.5 million", "45%", "-3.2", "12 kg".
-_NUMBER = re.compile(
-    r"[$€£¥₹]?\s*(?P<num>[-+\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+\u2212]?\.\d+)"
-    r"\s*(?:%|percent|[a-z$€£¥ ]{1,24})?"
-)
+REFERENCE = ("google-research/pix2struct pix2struct/metrics.py relaxed_correctness (= lmms-eval "
+             "tasks/chartqa/utils.py relaxed_correctness), max over the answers")
 
 
 def parse_number(text: str) -> float | None:
-    """The number a short answer states, or None if it is not just a number (and unit)."""
-    t = text.strip().lower().rstrip(".").strip()
-    t = NUMBER_WORDS.get(t, t)
-    m = _NUMBER.fullmatch(t)
-    if m is None:
+    """The value ChartQA's rule reads: Python's float() of the text, a trailing "%" meaning /100;
+    None where float() refuses. Nothing else is a number: no units, currency, thousands
+    separators or number words; float() itself accepts surrounding whitespace, a sign,
+    scientific notation ("6.0e+00"), "inf"/"nan" and digit-group underscores."""
+    try:
+        if text.endswith("%"):
+            return float(text.rstrip("%")) / 100.0
+        return float(text)
+    except ValueError:
         return None
-    return float(m.group("num").replace(",", "").replace("\u2212", "-"))
 
 
 def relaxed_match(output: str, answer: str, tolerance: float = TOLERANCE) -> bool:
-    """ChartQA's relaxed accuracy (Masry et al. 2022, after Methani et al. 2020): a numeric answer
-    is right within 5 % of the gold value, anything else must match exactly (case aside)."""
-    gold, got = parse_number(answer), parse_number(output)
-    if gold is not None and got is not None:
-        if gold == 0:
-            return got == 0
+    """ChartQA's relaxed correctness (Masry et al. 2022, sec. 5.1, after Methani et al. 2020):
+    when both read as numbers and the answer's is non-zero, right within 5 % of it (relative
+    change <= 0.05); otherwise a case-insensitive exact match of the strings as given (no
+    stripping: a gold 0 compares as text, so "0.0" is not "0")."""
+    got, gold = parse_number(output), parse_number(answer)
+    if got is not None and gold:
         return abs(got - gold) / abs(gold) <= tolerance
-    return output.strip().lower().rstrip(".").strip() == answer.strip().lower().rstrip(".").strip()
+    return output.lower() == answer.lower()
 
 
-@metric("relaxed_accuracy")
+@metric("relaxed_accuracy", version=2, reference=REFERENCE)
 def relaxed_accuracy(output: str, sample: Sample) -> float:
-    """ChartQA relaxed accuracy: numbers within 5 % of the answer, other answers exactly."""
+    """ChartQA relaxed accuracy as pix2struct: numbers within 5 % (a "%" is /100), else exact."""
     return float(any(relaxed_match(output, a) for a in sample.answers))
+
+
+@metric("relaxed_accuracy_stripped", version=1,
+        reference="open-compass/VLMEvalKit vlmeval/dataset/utils/vqa_eval.py process_line (relaxed_accuracy: "
+                  "prediction stripped)")
+def relaxed_accuracy_stripped(output: str, sample: Sample) -> float:
+    """Relaxed accuracy on the output with its surrounding whitespace stripped, as VLMEvalKit."""
+    return float(any(relaxed_match(output.strip(), a) for a in sample.answers))

@@ -6,15 +6,31 @@ from harness.records import Sample
 
 
 def first_yes_no(text: str) -> str | None:
-    """The first word of the text that is "yes" or "no" ("Yes, there is" is yes); None if neither."""
+    """The first word of the VQA-normalised text that is "yes" or "no"; None if neither."""
     for word in normalise(text).split():
         if word in ("yes", "no"):
             return word
     return None
 
 
-@metric("yes_no")
+@metric("yes_no", version=2,
+        reference="none: the harness's own rule (first yes/no word after the VQA normalisation); "
+                  "POPE's published rule is the `pope` metric")
 def yes_no(output: str, sample: Sample) -> float:
     """1 if the first yes/no word of the output is the answer; an output with neither scores 0."""
     got = first_yes_no(output)
     return float(got is not None and any(got == normalise(a) for a in sample.answers))
+
+
+def pope_label(output: str) -> str:
+    """POPE's reading of an answer: its first sentence (up to the first "."), commas removed,
+    split on single spaces; "no" if a word is exactly "No", "no" or "not", else "yes"."""
+    first = output.split(".")[0].replace(",", "")
+    return "no" if any(w in ("No", "no", "not") for w in first.split(" ")) else "yes"
+
+
+@metric("pope", version=1, reference="RUCAIBox/POPE evaluate.py (as LLaVA llava/eval/eval_pope.py)")
+def pope(output: str, sample: Sample) -> float:
+    """POPE's rule: an answer is "no" if its first sentence has the word no/No/not, else "yes"."""
+    # The reference turns any label other than "no" into yes.
+    return float(any(pope_label(output) == ("no" if a == "no" else "yes") for a in sample.answers))

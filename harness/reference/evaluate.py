@@ -10,26 +10,25 @@ from typing import Any
 
 import pandas as pd
 
-from harness.stats import bootstrap_ci
+from harness.accuracy import accuracy_table
 
 HELDOUT_SUITE = "reference-heldout"
 TARGETS = {"colour": 0.98, "shape": 0.95, "count": 0.80}
 
 
-def accuracy_table(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{category | "all": {n, accuracy, ci_low, ci_high, errors}}; error rows count as wrong,
-    since a sample the model could not answer is not a right answer."""
+def summary(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """{category | "all": {n, accuracy, ci_low, ci_high, errors}} through harness.accuracy, with
+    failed rows counted as wrong: a sample the model could not answer is not a right answer."""
+    table = accuracy_table(df, errors="zero")
     rows = df[df["sample_id"] != "*"]
     out: dict[str, dict[str, Any]] = {}
-    groups = [("all", rows)] + [(str(c), g) for c, g in rows.groupby("category")]
-    for name, g in groups:
-        scores = g["score"].where(g["status"] == "ok", 0.0).fillna(0.0).to_numpy(dtype=float)
-        lo, hi = bootstrap_ci(scores) if len(scores) else (math.nan, math.nan)
+    for r in table.itertuples(index=False):
+        name = "all" if r.category == "*" else str(r.category)
+        failed = rows if name == "all" else rows[rows["category"] == r.category]
         out[name] = {
-            "n": int(len(scores)),
-            "accuracy": round(float(scores.mean()), 4) if len(scores) else math.nan,
-            "ci_low": round(lo, 4), "ci_high": round(hi, 4),
-            "errors": int((g["status"] != "ok").sum()),
+            "n": int(r.n), "accuracy": round(float(r.mean), 4) if r.n else math.nan,
+            "ci_low": round(float(r.ci_low), 4), "ci_high": round(float(r.ci_high), 4),
+            "errors": int((failed["status"] != "ok").sum()),
         }
         if name in TARGETS:
             out[name]["target"] = TARGETS[name]
@@ -46,7 +45,7 @@ def run_suite(checkpoint: Path | str, suite: str = HELDOUT_SUITE, *, limit: int 
 
 
 def evaluate(checkpoint: Path | str, suite: str = HELDOUT_SUITE, *, limit: int | None = None) -> dict[str, dict[str, Any]]:
-    return accuracy_table(run_suite(checkpoint, suite, limit=limit))
+    return summary(run_suite(checkpoint, suite, limit=limit))
 
 
 def format_table(table: dict[str, dict[str, Any]]) -> str:

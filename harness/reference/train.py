@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.fixtures.common import MANIFEST, content_hash, dir_size, save_tokenizer, train_tokenizer, write_json
+from harness.checkpoint import MANIFEST, content_hash, dir_size
+from harness.fixtures.common import save_tokenizer, train_tokenizer, write_json
 from harness.fixtures.qwen2_5_vl import CHAT_TEMPLATE, CONFIG, PREPROCESSOR, SPECIALS
 from harness.reference import NAME, data
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class SuiteDef:
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    tags: tuple[str, ...] = ()  # "default": part of a run that names no suite
+    benchmark: tuple[str, ...] = ()  # published benchmark-level figures (harness/benchmark_scores.py)
+
 
     def canonical(self) -> str:
         d = {k: getattr(self, k) for k in ("name", "kind", "source", "metric", "prompt", "max_tokens", "samples", "seed", "params")}
@@ -83,17 +87,50 @@ KINDS = ("natural", "synthetic")
 _FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "kind": (str,), "source": (str,), "metric": (str,), "prompt": (str,),
     "max_tokens": (int,), "samples": (int,), "seed": (int,), "description": (str,), "params": (dict,),
+    "tags": (list,), "include": (str,), "benchmark": (list,),
 }
 _REQUIRED = ("name", "kind", "source", "metric", "prompt")
 
 
-def parse_suite(path: Path) -> SuiteDef:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise SuiteError(f"{path}: cannot read suite file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(f"{path}: not valid TOML: {e}") from None
+
+
+def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's fields over those of the file it includes (`include = "other.toml"`, relative
+    to this file); `[params]` tables merge key by key, as lmms-eval's task `include:` does."""
+    path = path.resolve()
+    if path in seen:
+        raise SuiteError(f"{seen[0]}: include cycle through {path.name}")
+    data = _read_toml(path)
+    base_name = data.pop("include", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise SuiteError(f"{path}: field 'include' must be a file name, got {base_name!r}")
+    base_path = (path.parent / base_name) if base_name.endswith(".toml") else path.parent / f"{base_name}.toml"
+    if not base_path.is_file():
+        raise SuiteError(f"{path}: field 'include' names {base_name!r}, which is not a suite file beside it")
+    base = _with_includes(base_path, (*seen, path))
+    merged = {**base, **data}
+    if isinstance(base.get("params"), dict) and isinstance(data.get("params"), dict):
+        merged["params"] = {**base["params"], **data["params"]}
+    if "tags" not in data:  # tags describe a file, not what it includes
+        merged.pop("tags", None)
+    return merged
+
+
+def parse_suite(path: Path) -> SuiteDef:
+    data = _with_includes(path)
     for key, value in data.items():
         if key not in _FIELDS:
             raise SuiteError(f"{path}: unknown field {key!r}; allowed: {', '.join(_FIELDS)}")
@@ -107,6 +144,13 @@ def parse_suite(path: Path) -> SuiteDef:
         raise SuiteError(f"{path}: field 'kind' is {data['kind']!r}; allowed: {', '.join(KINDS)}")
     if "{question}" not in data["prompt"]:
         raise SuiteError(f"{path}: field 'prompt' must contain {{question}}")
+    if not isinstance(data.get("tags", []), list) or not all(isinstance(t, str) for t in data.get("tags", [])):
+        raise SuiteError(f"{path}: field 'tags' must be a list of strings, e.g. tags = [\"default\"]")
+    from harness.benchmark_scores import BENCHMARKS
+
+    for name in data.get("benchmark", []):
+        if name not in BENCHMARKS:
+            raise SuiteError(f"{path}: field 'benchmark' names {name!r}; known: {', '.join(BENCHMARKS.names())}")
     from harness.metrics import METRICS
 
     for key, registry in (("source", SOURCES), ("metric", METRICS)):
@@ -121,7 +165,7 @@ def parse_suite(path: Path) -> SuiteDef:
         name=data["name"], kind=data["kind"], source=data["source"], metric=data["metric"],
         prompt=data["prompt"], max_tokens=data.get("max_tokens", 16), samples=data.get("samples", 20),
         seed=data.get("seed", 0), description=data.get("description", ""), params=data.get("params", {}),
-        path=path,
+        path=path, tags=tuple(data.get("tags", ())), benchmark=tuple(data.get("benchmark", ())),
     )
 
 
@@ -130,6 +174,18 @@ def suite_files() -> dict[str, Path]:
     for path in sorted(suites_dir().glob("*.toml")):
         files[path.stem] = path
     return files
+
+
+def default_suites() -> list[str]:
+    """Suites tagged "default" (every suite that runs offline): what a run naming no suite runs."""
+    names = []
+    for name, path in suite_files().items():
+        try:
+            if "default" in parse_suite(path).tags:
+                names.append(name)
+        except SuiteError:
+            continue  # a broken file is reported when it is named, not when it merely sits there
+    return names
 
 
 def find_suite(name_or_path: str) -> SuiteDef:
@@ -153,11 +209,26 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def generator_files(source: str) -> list[Path]:
+    """A source module and the sibling modules it imports from (`from harness.suites.X import`),
+    transitively: the code that draws a suite's images."""
+    here = Path(__file__).parent
+    found: list[Path] = []
+    todo = [source]
+    while todo:
+        path = here / f"{todo.pop()}.py"
+        if path in found or not path.exists():
+            continue
+        found.append(path)
+        todo += re.findall(r"^from harness\.suites\.(\w+) import", path.read_text(), flags=re.M)
+    return sorted(found)
+
+
 def _cache_key(defn: SuiteDef) -> str:
-    """The definition and the generators' code: images cached by an older generator are never
-    reused for a newer one (the suite hash would differ from a fresh build's)."""
+    """The definition and its generator's own code: images cached by an older generator are
+    never reused for a newer one, and a new generator beside it invalidates nothing."""
     h = hashlib.sha256(defn.canonical().encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for path in generator_files(defn.source):
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 

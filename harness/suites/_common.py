@@ -4,8 +4,10 @@ and fonts that exist on every machine the harness installs on."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFont
@@ -18,6 +20,12 @@ _MPL_FONTS = {"sans": "DejaVuSans.ttf", "serif": "DejaVuSerif.ttf", "mono": "Dej
 def sample_rng(seed: int, index: int, version: int) -> np.random.Generator:
     """One generator per sample: sample i is the same whatever the suite's sample count."""
     return np.random.default_rng([seed, index, version])
+
+
+def seeded_samples(defn: Any, version: int) -> Iterator[tuple[int, np.random.Generator]]:
+    """(index, generator) for each of a suite's samples, each drawn from its own seeded generator."""
+    for i in range(defn.samples):
+        yield i, sample_rng(defn.seed, i, version)
 
 
 def save_png(img: Image.Image, path: Path) -> Path:

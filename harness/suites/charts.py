@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, check_params
-from harness.suites._common import sample_rng, save_png
+from harness.suites._common import save_png, seeded_samples
 
 GENERATOR_VERSION = 1
 CHARTS = ("bar", "line")
@@ -80,8 +80,7 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
         raise SuiteError(f"{defn.path}: param 'min_items' ({p['min_items']}) is above 'max_items' ({p['max_items']})")
     combos = [(c, q) for c in p["charts"] for q in p["questions"]]
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         chart, question = combos[i % len(combos)]
         labels, values = data(chart, rng, p["min_items"], p["max_items"])
         path = workdir / f"{i:05d}.png"

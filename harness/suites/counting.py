@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, check_params
-from harness.suites._common import cells_for, grid_positions, sample_rng, save_png
+from harness.suites._common import cells_for, grid_positions, save_png, seeded_samples
 from harness.suites.shapes import COLOURS, SHAPES, draw_shape
 
 GENERATOR_VERSION = 1
@@ -55,8 +55,7 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     if p["min_count"] > p["max_count"]:
         raise SuiteError(f"{defn.path}: param 'min_count' ({p['min_count']}) is above 'max_count' ({p['max_count']})")
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         img, colour, shape, n = render(rng, p["size"], p["min_count"], p["max_count"], p["max_distractors"])
         path = save_png(img, workdir / f"{i:05d}.png")
         out.append(RawSample(

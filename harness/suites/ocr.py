@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, check_params
-from harness.suites._common import FONTS, font, sample_rng, save_png
+from harness.suites._common import FONTS, font, save_png, seeded_samples
 
 GENERATOR_VERSION = 1
 KINDS = ("word", "number", "line")
@@ -89,8 +89,7 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     if p["min_font_size"] > p["max_font_size"]:
         raise SuiteError(f"{defn.path}: param 'min_font_size' ({p['min_font_size']}) is above 'max_font_size' ({p['max_font_size']})")
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         kind = p["kinds"][i % len(p["kinds"])]
         text = text_for(kind, rng)
         path = save_png(render(text, rng, p), workdir / f"{i:05d}.png")

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from harness.suites import SOURCES, RawSample, SuiteDef, check_params
-from harness.suites._common import cells_for, grid_positions, sample_rng, save_png
+from harness.suites._common import cells_for, grid_positions, save_png, seeded_samples
 from harness.suites.shapes import COLOURS, SHAPES, draw_shape
 
 GENERATOR_VERSION = 1
@@ -66,8 +66,7 @@ def render(task: str, rng, size: int, max_count: int) -> tuple[Image.Image, Imag
 def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     p = check_params(defn, PARAMS)
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         task = p["tasks"][i % len(p["tasks"])]
         a, b, answer = render(task, rng, p["size"], p["max_count"])
         paths = (save_png(a, workdir / f"{i:05d}-a.png"), save_png(b, workdir / f"{i:05d}-b.png"))

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, check_params
-from harness.suites._common import sample_rng, save_png
+from harness.suites._common import save_png, seeded_samples
 from harness.suites.shapes import QUESTIONS
 from harness.suites.shapes import render as render_shape
 
@@ -51,8 +51,7 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     p = check_params(defn, PARAMS | {"sizes": (sizes, tuple(sizes))})
     conds = conditions(p)
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         # Every condition gets each task in turn, so a cut suite still covers all sizes.
         category, w, h = conds[i % len(conds)]
         task = p["tasks"][(i // len(conds)) % len(p["tasks"])]

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from harness.suites import SOURCES, RawSample, SuiteDef, check_params
-from harness.suites._common import sample_rng, save_png
+from harness.suites._common import save_png, seeded_samples
 from harness.suites.shapes import COLOURS, SHAPES, draw_shape
 
 GENERATOR_VERSION = 1
@@ -52,8 +52,7 @@ def render(relation: str, rng, size: int) -> tuple[Image.Image, str, str]:
 def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     p = check_params(defn, PARAMS)
     out = []
-    for i in range(defn.samples):
-        rng = sample_rng(defn.seed, i, GENERATOR_VERSION)
+    for i, rng in seeded_samples(defn, GENERATOR_VERSION):
         relation = p["relations"][i % len(p["relations"])]
         img, a, b = render(relation, rng, p["size"])
         path = save_png(img, workdir / f"{i:05d}.png")

@@ -1,0 +1,52 @@
+"""Reading results written by older versions of the harness (as asv's `update_to_N`).
+
+Each step turns a table of version N into version N + 1; `migrate` applies them in order. A
+migration never invents a measurement: a column an older harness did not write stays null,
+except where its value follows from what was written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.schema import SCHEMA_VERSION
+
+
+class SchemaTooNew(ValueError):
+    """A file written by a newer harness than this one."""
+
+
+def _v1_to_v2(table: pa.Table) -> pa.Table:
+    # v1 had no model_role; random_weights and the reference model's name say it. keywords,
+    # choices, metric_version, traceback and the overhead columns were not recorded: null.
+    if "model_role" in table.column_names:
+        return table
+    n = len(table)
+    random = table.column("random_weights") if "random_weights" in table.column_names else pa.nulls(n, pa.bool_())
+    model = table.column("model") if "model" in table.column_names else pa.nulls(n, pa.string())
+    is_ref = pc.fill_null(pc.starts_with(model, "reference-"), False)
+    role = pc.if_else(pc.fill_null(random, False), "fixture", pc.if_else(is_ref, "reference", "model"))
+    return table.append_column("model_role", role)
+
+
+STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2}
+
+
+def migrate(table: pa.Table, version: int, source: str = "") -> pa.Table:
+    """`table` as written at `version`, brought to SCHEMA_VERSION (columns conformed later)."""
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"{source}: results schema v{version} is newer than this harness reads "
+                           f"(v{SCHEMA_VERSION}); upgrade vlm-harness")
+    for v in range(version, SCHEMA_VERSION):
+        step = STEPS.get(v)
+        if step is None:
+            raise SchemaTooNew(f"{source}: no migration from results schema v{v}")
+        table = step(table)
+    if version != SCHEMA_VERSION and "schema_version" in table.column_names:
+        # The rows now have this version's shape: say so, so runs of both ages compare.
+        i = table.column_names.index("schema_version")
+        table = table.set_column(i, "schema_version", pa.array([SCHEMA_VERSION] * len(table), pa.int32()))
+    return table
