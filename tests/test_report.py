@@ -74,13 +74,14 @@ def test_accuracy_cells_are_accuracy_table_rows(results, tmp_path):
     acc = pd.read_parquet(results.parent / "accuracy.parquet")  # what the run itself wrote
     whole = acc[acc["category"] == "*"]
     for r in whole.itertuples():
-        want = f"{100 * r.mean:.1f} [{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}] n={r.n}"
+        want = (f"{100 * r.mean:.1f} (n={r.n}, too few samples to tell)" if np.isnan(r.ci_low) else
+                f"{100 * r.mean:.1f} [{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}] n={r.n}")
         assert got[(r.model, f"suite:{r.suite}")] == want
     for model, g in whole.groupby("model"):
         nat = g[g["suite"] == "natural"].iloc[0]
-        assert got[(model, "natural")].startswith(f"{100 * nat['mean']:.1f} [")  # one natural suite: itself
+        assert got[(model, "natural")].startswith(f"{100 * nat['mean']:.1f} ")  # one natural suite: itself
         overall = g["mean"].mean()  # the mean of per-suite means
-        assert got[(model, "overall")].startswith(f"{100 * overall:.1f} [") and f"n={g['n'].sum()}" in got[(model, "overall")]
+        assert got[(model, "overall")].startswith(f"{100 * overall:.1f} ") and f"n={g['n'].sum()}" in got[(model, "overall")]
 
 
 def test_kinds_are_means_of_suite_means_with_a_combined_interval():
@@ -332,3 +333,24 @@ def test_optional_interval_columns_and_too_few_samples_to_tell():
     assert cells["suite:t"].text == "50.0 [35.0–65.0] n=40"
     assert "(wilson, 40 clusters)" in cells["suite:t"].title and "1 error(s)" in cells["suite:t"].title
     assert "too few samples to tell" in cells["synthetic"].text  # no interval in one suite: none combined
+
+
+def test_published_benchmark_figures_stay_out_of_the_means_and_roles_follow_model_role():
+    from harness.report import published_rows, split_published
+    from harness.report.tables import roles
+
+    acc = pd.DataFrame([
+        {"model": "m", "suite": "ocrbench", "suite_hash": "h", "category": "*", "n": 10, "mean": 0.4,
+         "ci_low": 0.2, "ci_high": 0.6, "statistic": "score", "unit": "fraction"},
+        {"model": "m", "suite": "ocrbench", "suite_hash": "h", "category": "@ocrbench", "n": 10, "mean": 412.0,
+         "ci_low": np.nan, "ci_high": np.nan, "statistic": "total", "unit": "points"},
+    ])
+    scores, pub = split_published(acc)
+    assert list(scores["category"]) == ["*"]
+    assert kind_summary(acc, {"ocrbench": "natural"}).set_index("kind").loc["natural", "mean"] == 0.4
+    assert published_rows(pub, {"m": "model"})[0] == {"model": "m", "role": "model", "suite": "ocrbench",
+                                                           "benchmark": "ocrbench", "statistic": "total",
+                                                           "value": "412 points", "n": 10}
+    rows = pd.DataFrame({"model": ["a", "b", "reference-x", "c"], "random_weights": [False, True, False, False],
+                         "model_role": ["reference", None, None, "model"]})
+    assert roles(rows) == {"a": "reference", "b": "fixture", "reference-x": "reference", "c": "model"}

@@ -88,6 +88,28 @@ def _finding_rows(result, unit: tuple[str, float]) -> list[dict]:
     return out
 
 
+def split_published(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-sample scores, published benchmark-level figures) of an accuracy table.
+
+    Figures such as a benchmark's official 'average' (category '@<benchmark>', statistic other
+    than 'score') are in their own units and never enter the natural / synthetic means."""
+    if "statistic" not in acc:
+        return acc, acc.iloc[0:0]
+    score = acc["statistic"].fillna("score") == "score"
+    return acc[score].reset_index(drop=True), acc[~score].reset_index(drop=True)
+
+
+def published_rows(pub: pd.DataFrame, role_of: dict[str, str]) -> list[dict]:
+    out = []
+    for r in pub.itertuples(index=False):
+        unit = str(getattr(r, "unit", "") or "")
+        value = (f"{100 * r.mean:.1f} %" if unit == "fraction" else f"{fmt(r.mean)} {unit}".strip())
+        out.append({"model": r.model, "role": role_of.get(r.model, MODEL), "suite": r.suite,
+                    "benchmark": str(r.category).lstrip("@"), "statistic": str(r.statistic), "value": value,
+                    "n": "–" if pd.isna(r.n) else int(r.n)})
+    return out
+
+
 def _suite_labels(acc: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(suite, suite_hash) -> column label; a suite seen with several contents gets its hash."""
     out = {}
@@ -123,7 +145,8 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
             cells[r.kind] = acc_cell(r.mean, r.ci_low, r.ci_high, r.n, muted=muted)
         for r in whole_by_model.get(model, []):
             c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
-                         clusters=getattr(r, "n_clusters", None), muted=muted)
+                         clusters=getattr(r, "n_clusters", None), drop=getattr(r, "detectable_drop", None),
+                         muted=muted)
             extra = ", ".join(x for x in (f"{r.n_error} error(s)" if r.n_error else "",
                                           f"{r.n_unsupported} unsupported" if r.n_unsupported else "") if x)
             if not r.n and r.n_unsupported:
@@ -154,7 +177,8 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
                     row["cells"].append(Cell("–"))
                     continue
                 c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
-                             clusters=getattr(r, "n_clusters", None), muted=role_of.get(model, MODEL) != MODEL)
+                             clusters=getattr(r, "n_clusters", None), drop=getattr(r, "detectable_drop", None),
+                             muted=role_of.get(model, MODEL) != MODEL)
                 if r.n_unsupported and not r.n:
                     c = Cell(f"unsupported ({r.n_unsupported})", None, f"unsupported ({r.n_unsupported})", "",
                              "the model cannot take this suite's input", "muted")
@@ -175,7 +199,7 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
     full, df = df, _core(df)
     role_of = roles(df)
     kinds = suite_kinds(df)
-    acc = accuracy_table(df)
+    acc, published = split_published(accuracy_table(df))
     speed_cols, speed_rows, speed_stats, unit = speed_table(df)
     accs = accuracy_section(acc, kinds, role_of)
     answers = verdicts(speed_stats, accs["summary"], role_of, unit)
@@ -226,6 +250,7 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
         acc_rows=accs["rows"],
         acc_details=accs["details"],
         acc_caption=ACC_CAPTION,
+        published=published_rows(published, role_of),
         role_label=ROLE_LABEL,
         roles=role_of,
         tagged_models=[m for m, r in role_of.items() if r != MODEL],

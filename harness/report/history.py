@@ -39,7 +39,10 @@ def history(df: pd.DataFrame) -> pd.DataFrame:
         r = ok[ok["run_id"] == run]
         if r.empty:
             continue
-        overall = kind_summary(accuracy_table(df[df["run_id"] == run]), kinds)
+        scores = accuracy_table(df[df["run_id"] == run])
+        if "statistic" in scores:  # published benchmark figures are in their own units
+            scores = scores[scores["statistic"].fillna("score") == "score"]
+        overall = kind_summary(scores, kinds)
         overall = overall[overall["kind"] == "overall"].set_index("model")
         for model, g in r.groupby("model"):
             a = overall.loc[model] if model in overall.index else None

@@ -50,6 +50,8 @@ def kind_summary(acc: pd.DataFrame, kinds: Mapping[str, str]) -> pd.DataFrame:
     rows = []
     if acc.empty:
         return pd.DataFrame(columns=COLUMNS)
+    if "statistic" in acc:  # published benchmark figures are in their own units
+        acc = acc[acc["statistic"].fillna("score") == "score"]
     whole = acc[(acc["category"] == ALL) & (acc["n"] > 0)].copy()
     whole["kind"] = whole["suite"].map(lambda s: kinds.get(s, "synthetic"))
     whole = whole[whole["kind"].isin(("natural", "synthetic"))]

@@ -73,8 +73,9 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
 def roles(df: pd.DataFrame) -> dict[str, str]:
     """model -> fixture | reference | model.
 
-    A fixture is a row with random weights; the reference canary is `model_role == "reference"`,
-    or, in results written before that column existed, a model named `reference-*`."""
+    A fixture is a row with random weights (or `model_role == "fixture"`); the reference canary is
+    `model_role == "reference"`, or, in results written before that column existed, a model named
+    `reference-*`."""
     out: dict[str, str] = {}
     if df.empty or "model" not in df:
         return out
@@ -82,10 +83,10 @@ def roles(df: pd.DataFrame) -> dict[str, str]:
     d = df[cols].drop_duplicates()
     for model, g in d.groupby("model", sort=True):
         rw = "random_weights" in g and bool(g["random_weights"].fillna(False).astype(bool).any())
-        role_col = g["model_role"].dropna().astype(str) if "model_role" in g else pd.Series([], dtype=str)
-        if rw:
+        role_col = set(g["model_role"].dropna().astype(str)) if "model_role" in g else set()
+        if rw or FIXTURE in role_col:
             out[model] = FIXTURE
-        elif (role_col == "reference").any() or (role_col.empty and str(model).startswith("reference-")):
+        elif REFERENCE in role_col or (not role_col and str(model).startswith("reference-")):
             out[model] = REFERENCE
         else:
             out[model] = MODEL
@@ -276,7 +277,7 @@ def noisy_columns(row: ModelRow) -> list[str]:
 # --- accuracy cells ----------------------------------------------------------------------------
 
 def acc_cell(mean: float, lo: float, hi: float, n: int, *, interval: object = "", clusters: object = None,
-             muted: bool = False) -> Cell:
+             drop: object = None, muted: bool = False) -> Cell:
     """Accuracy in % with its 95 % interval and n; 'too few samples to tell' when there is no interval.
 
     `interval` (the method's name) and `clusters` (independent clusters behind it) are shown in
@@ -287,6 +288,8 @@ def acc_cell(mean: float, lo: float, hi: float, n: int, *, interval: object = ""
     if clusters is not None and not (isinstance(clusters, float) and math.isnan(clusters)):
         parts.append(f"{int(clusters)} clusters")
     method = f" ({', '.join(parts)})" if parts else ""
+    if isinstance(drop, float) and not math.isnan(drop):
+        method += f"; a run this size detects a drop of {100 * drop:.1f} pp"
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return Cell.of(pct(mean), f" (n={n}, too few samples to tell)", 100 * mean,
                        f"{pct(mean)} %, n={n}: too few samples for an interval", "muted" if muted else "")
