@@ -354,3 +354,14 @@ def test_published_benchmark_figures_stay_out_of_the_means_and_roles_follow_mode
     rows = pd.DataFrame({"model": ["a", "b", "reference-x", "c"], "random_weights": [False, True, False, False],
                          "model_role": ["reference", None, None, "model"]})
     assert roles(rows) == {"a": "reference", "b": "fixture", "reference-x": "reference", "c": "model"}
+
+
+def test_no_interval_is_a_tie_that_says_why():
+    from harness.report.tables import SpeedStats
+    from harness.report.verdict import verdicts
+
+    one = describe([100.0])  # a single request: no interval
+    two = describe([90.0, 91.0, 92.0])
+    v = verdicts([SpeedStats("a", "model", one, two, 1e9, 1), SpeedStats("b", "model", two, two, 1e9, 3)],
+                 pd.DataFrame(columns=["model", "kind"]), {"a": "model", "b": "model"}, ("GB", 1e9))[0]
+    assert v.outcome == "tie" and "too few samples to tell them apart" in v.margin and "n=1" in v.uncertainty

@@ -69,8 +69,10 @@ def _pick(key: str, question: str, entries: Sequence[Entry], higher: bool, unit:
     second = ranked[1]
     diff = abs(lead.value - second.value)
     rel = f" ({100 * diff / abs(second.value):.0f} %)" if second.value else ""
+    unknown = rel_tie is None and any(math.isnan(x) for e in (lead, *tied) for x in (e.low, e.high))
+    why = "too few samples to tell them apart" if unknown else "inside the spread"
     margin = (f"{lead.model} leads {second.model} by {fmt(diff)} {unit}{rel}" if not tied else
-              f"{lead.model} is ahead of {second.model} by {fmt(diff)} {unit}{rel}, inside the spread")
+              f"{lead.model} is ahead of {second.model} by {fmt(diff)} {unit}{rel}, {why}")
     unc = "; ".join(f"{e.model}: {e.text}" for e in ranked[: max(2, len(tied) + 1)][:4])
     if tied:
         names = (lead.model, *(e.model for e in tied))
@@ -124,7 +126,8 @@ def verdicts(speed: Sequence[SpeedStats], kinds: pd.DataFrame, roles: dict[str, 
                            ("synthetic", "Most accurate on synthetic images")):
         part = kinds[kinds["kind"] == kind] if not kinds.empty else kinds
         contenders = [Entry(r.model, 100 * r.mean, 100 * r.ci_low, 100 * r.ci_high,
-                            f"{pct(r.mean)} [{pct(r.ci_low)}–{pct(r.ci_high)}] %, n={r.n}")
+                            f"{pct(r.mean)} [{pct(r.ci_low)}–{pct(r.ci_high)}] %, n={r.n}" if not math.isnan(r.ci_low)
+                            else f"{pct(r.mean)} %, n={r.n} (too few samples to tell)")
                       for r in part.itertuples(index=False) if roles.get(r.model, MODEL) == MODEL]
         v = _pick(kind, question, contenders, True, "pp", ACC_RULE, _excluded(part, roles))
         if not contenders and not part.empty:
@@ -138,9 +141,10 @@ def verdicts(speed: Sequence[SpeedStats], kinds: pd.DataFrame, roles: dict[str, 
         gb = peak.get(r.model, math.nan)
         if roles.get(r.model, MODEL) != MODEL or not gb or math.isnan(gb):
             continue
+        spread = (f" [{fmt(100 * r.ci_low / gb)}–{fmt(100 * r.ci_high / gb)}]" if not math.isnan(r.ci_low)
+                  else " (too few samples to tell)")
         per_gb.append(Entry(r.model, 100 * r.mean / gb, 100 * r.ci_low / gb, 100 * r.ci_high / gb,
-                            f"{fmt(100 * r.mean / gb)} [{fmt(100 * r.ci_low / gb)}–{fmt(100 * r.ci_high / gb)}] "
-                            f"pp/GB ({pct(r.mean)} % in {fmt(gb)} GB)"))
+                            f"{fmt(100 * r.mean / gb)}{spread} pp/GB ({pct(r.mean)} % in {fmt(gb)} GB)"))
     v = _pick("per_gb", "Best accuracy per GB", per_gb, True, "pp/GB",
               "Overall accuracy (points) per GB of peak MLX memory; overlapping intervals tie. "
               "Fixtures and the canary are not contenders.", _excluded(overall, roles))
@@ -161,7 +165,9 @@ def pipeline_checks(kinds: pd.DataFrame, roles: dict[str, str]) -> list[str]:
         return out
     for r in kinds[kinds["kind"] == "overall"].itertuples(index=False):
         if roles.get(r.model) == REFERENCE:
-            out.append(f"{r.model} scored {pct(r.mean)} % [{pct(r.ci_low)}–{pct(r.ci_high)}] over {r.n_suites} "
+            spread = ("too few samples to tell its interval" if math.isnan(r.ci_low) else
+                      f"95 % interval {pct(r.ci_low)}–{pct(r.ci_high)} %")
+            out.append(f"{r.model} scored {pct(r.mean)} % ({spread}) over {r.n_suites} "
                        f"suite(s), n={r.n}: a check that images, prompts and scoring reach a model intact "
                        "(compare it with earlier runs), not a contender.")
     return out
