@@ -30,7 +30,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[
 def render_md(*, title: str, facts: str, notes: Sequence[str], verdicts: Sequence, speed_cols: Sequence[Column],
               speed_rows: Sequence[ModelRow], acc_cols: Sequence[Column], acc_rows: Sequence[ModelRow],
               acc_caption: str, speed_caption: str) -> str:
-    head = [f"# {cell(title)}", "", facts, ""] + [f"> {cell(n)}" for n in notes] + ([""] if notes else [])
+    head = [f"# {cell(title)}", "", facts, ""]
+    for n in notes:  # one quote each: consecutive quoted lines would run together into one paragraph
+        head += [f"> {cell(n)}", ""]
     summary = ["## Summary", ""] + table(
         ["Question", "Verdict", "Margin", "Uncertainty"],
         [[v.question, v.headline if v.outcome != "tie" else f"tie: {v.headline}", v.margin, v.uncertainty + (f" {v.excluded}" if v.excluded else "")]
