@@ -1,14 +1,26 @@
-"""The report in a real headless Chromium: it renders without console errors, the table and
-charts are there, the failure filter works, model text cannot run script, and a screenshot is
-kept (under pytest's tmp dir) for a human to look at."""
+"""The report in a real headless Chromium, driven over the DevTools protocol: at 1440 px and at a
+390 px phone viewport the page is no wider than the screen, the summary names a winner or a tie
+per question, headers sort, the gallery's filters and deep links work, nothing logs an error and
+model text cannot run script. Full-page screenshots are kept under pytest's tmp dir, and copied to
+$VLM_HARNESS_ARTIFACTS when it is set, for a human to look at.
+
+Chromium's --window-size cannot go below 500 px, so the phone width is set with
+Emulation.setDeviceMetricsOverride, as DevTools' device mode does.
+"""
 
 from __future__ import annotations
 
-import re
+import base64
+import json
+import os
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -22,71 +34,277 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 
 EVIL = ('</script><script>document.title="pwned"</script>'
         '<img src=x onerror="document.body.dataset.pwned=1">')
+WIDTHS = (1440, 390)
 
 
-def chromium(url: str, tmp: Path, *extra: str) -> tuple[str, list[str]]:
-    """The DOM after load, and the console messages that were errors."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-           f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0", *extra, url]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    console = [line for line in p.stderr.splitlines() if "CONSOLE" in line]
-    errors = [line for line in console if "Uncaught" in line or "ERROR:CONSOLE" in line or ":ERROR:" in line]
-    return p.stdout, errors
+class Page:
+    """One Chromium tab over the DevTools protocol (websockets' sync client; no other dependency)."""
+
+    def __init__(self, profile: Path):
+        from websockets.sync.client import connect
+
+        profile.mkdir(parents=True, exist_ok=True)
+        port_file = profile / "DevToolsActivePort"
+        port_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("Chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            target = next(t for t in json.load(r) if t["type"] == "page")
+        self.ws = connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30).__enter__()
+        self.next_id = 0
+        self.errors: list[str] = []
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+
+    def _event(self, msg: dict) -> None:
+        method, p = msg.get("method"), msg.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            self.errors.append(json.dumps(p["exceptionDetails"])[:400])
+        elif method == "Runtime.consoleAPICalled" and p.get("type") == "error":
+            self.errors.append(json.dumps(p.get("args"))[:400])
+        elif method == "Log.entryAdded" and p["entry"]["level"] == "error" and "favicon" not in p["entry"].get("url", ""):
+            self.errors.append(p["entry"]["text"][:400])
+
+    def call(self, method: str, wait_event: str | None = None, **params) -> dict:
+        self.next_id += 1
+        me = self.next_id
+        self.ws.send(json.dumps({"id": me, "method": method, "params": params}))
+        result, seen = None, wait_event is None
+        deadline = time.monotonic() + 90
+        while result is None or not seen:
+            msg = json.loads(self.ws.recv(timeout=max(1.0, deadline - time.monotonic())))
+            if msg.get("id") == me:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                result = msg["result"]
+            else:
+                self._event(msg)
+                seen = seen or msg.get("method") == wait_event
+        return result
+
+    def open(self, url: str, width: int, height: int = 900) -> None:
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                  mobile=width < 600)
+        # A blank page first: a link that differs only in its #fragment would otherwise be a
+        # same-document navigation, which fires no load event.
+        self.call("Page.navigate", "Page.loadEventFired", url="about:blank")
+        self.call("Page.navigate", "Page.loadEventFired", url=url)
+        self.eval("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+    def eval(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise AssertionError(f"page script failed: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def screenshot(self, path: Path) -> Path:
+        """The whole page, top to bottom, at the emulated width."""
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                         clip={"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1})
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001 - closing what may never have opened
+            pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 @pytest.fixture(scope="module")
-def report(fixtures_root, tmp_path_factory) -> Path:
+def page(tmp_path_factory):
+    p = Page(tmp_path_factory.mktemp("chromium-profile"))
+    yield p
+    p.close()
+
+
+def keep(shot: Path) -> None:
+    """Copy a screenshot to $VLM_HARNESS_ARTIFACTS (CI uploads it) when that is set."""
+    dest = os.environ.get("VLM_HARNESS_ARTIFACTS")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(dest) / shot.name)
+    print(f"screenshot: {shot}")
+
+
+@pytest.fixture(scope="module")
+def run(fixtures_root, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("browser-runs")
     tester = VLMTester(out, limit=3, progress=False)
     tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm-4bit"], ["synthetic-shapes", "natural"])
     df = read_results(tester.run_dir)
     assert (df["status"] == "ok").sum() == 12
     df.loc[df.index[0], "output"] = EVIL  # what a hostile model could answer
-    return render(df, out / "report.html", title="browser test")
+    return tester.run_dir, df
 
 
-def test_the_console_check_can_fail(tmp_path):
-    bad = tmp_path / "bad.html"
-    bad.write_text("<html><body><script>null.boom;</script></body></html>")
-    _, errors = chromium(bad.as_uri(), tmp_path, "--dump-dom")
-    assert errors and "Uncaught TypeError" in errors[0]
+@pytest.fixture(scope="module")
+def report(run) -> Path:
+    run_dir, df = run
+    return render(df, run_dir / "report.html", title="browser test", sources=[str(run_dir / "results.parquet")])
 
 
-def test_renders_without_console_errors_and_shows_table_charts_gallery(report, tmp_path):
-    dom, errors = chromium(report.as_uri(), tmp_path, "--dump-dom")
-    assert errors == []
-    assert 'data-ready="1"' in dom  # the script ran to the end
-    assert len(re.findall(r'<tr data-model="', dom)) == 2
-    assert len(re.findall(r'<figure id="chart-[^"]+"><img src="data:image/png;base64,', dom)) >= 4
-    table = re.search(r'<table id="gallery"[^>]*>', dom).group(0)
-    assert 'data-filter="all"' in table and 'data-shown="12"' in table
-    assert "pwned" not in dom.split("<body")[1].split(">")[0] and "<title>browser test</title>" in dom
-    assert "document.title=" in dom  # the hostile answer is on the page, as text
+def planted_rows() -> pd.DataFrame:
+    """Rows with known answers: two real-weight models whose decode intervals overlap, one that
+    is clearly more accurate, and a random-weight fixture with the top accuracy point estimate."""
+    rng = np.random.default_rng(0)
+    rows = []
+    spec = {  # model: (random weights, decode mean, accuracy on natural)
+        "model-a": (False, 100.0, 0.85), "model-b": (False, 101.0, 0.25), "fixture-top": (True, 300.0, 1.0),
+    }
+    for model, (rw, decode, acc) in spec.items():
+        for suite, kind in (("natural", "natural"), ("synthetic-shapes", "synthetic")):
+            for i in range(40):
+                rows.append({
+                    "run_id": "planted", "model": model, "random_weights": rw, "suite": suite, "suite_kind": kind,
+                    "suite_hash": f"h-{suite}", "sample_id": f"{i:03d}", "category": f"size-{16 * 2 ** (i % 3)}",
+                    "repeat": 0, "status": "ok", "metric": "exact_match", "prompt": f"question {i}",
+                    "output": "yes", "answers": ["yes"], "score": float(rng.random() < acc),
+                    "decode_tps": decode + rng.normal(0, 8), "ttft_s": 0.05 + rng.normal(0, 0.004),
+                    "prefill_tps": 900.0, "wall_s": 0.2, "peak_mlx_bytes": 2_000_000_000 + 1e6 * i,
+                    "model_size_bytes": 1_500_000_000, "load_s": 1.0, "backend": "cpu",
+                    "recorded_at": pd.Timestamp("2026-01-01", tz="UTC"),
+                })
+    return pd.DataFrame(rows)
 
 
-def test_the_failure_filter(report, tmp_path):
-    dom, errors = chromium(report.as_uri() + "#failures", tmp_path, "--dump-dom")
-    assert errors == []
-    table = re.search(r'<table id="gallery"[^>]*>', dom).group(0)
-    matching = int(re.search(r'data-matching="(\d+)"', table).group(1))
-    body = dom.split('<tbody id="gallery-body">')[1].split("</tbody>")[0]
-    shown = body.count('<tr class="fail">')
-    assert 'data-filter="failures"' in table and 0 < matching <= 12
-    assert shown == min(matching, 50) and '<tr class="pass">' not in body
-    passes = 12 - matching  # random weights fail nearly everything; whatever passed is filtered out
-    all_dom, _ = chromium(report.as_uri(), tmp_path, "--dump-dom")
-    assert all_dom.count('<tr class="pass">') == passes
+PROBE = """(() => {
+  const q = (s) => document.querySelector(s);
+  const verdicts = [...document.querySelectorAll('#summary .verdict')].map(v => ({
+    key: v.dataset.question, outcome: v.dataset.verdict, who: v.querySelector('.who').textContent}));
+  return {vw: window.innerWidth, sw: document.documentElement.scrollWidth, ready: document.body.dataset.ready,
+          pwned: document.body.dataset.pwned || null, title: document.title, verdicts,
+          imgs: document.querySelectorAll('img:not([alt])').length,
+          th: document.querySelectorAll('thead th').length, thScoped: document.querySelectorAll('thead th[scope]').length,
+          svgs: document.querySelectorAll('figure svg[role=img] title').length};
+})()"""
 
 
-def test_screenshot_shows_the_page(report, tmp_path):
-    shot = tmp_path / "report.png"
-    _, errors = chromium(report.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1400,2000")
-    assert errors == [] and shot.exists()
+@pytest.mark.parametrize("width", WIDTHS)
+def test_page_fits_the_screen_and_names_a_verdict_per_question(report, page, tmp_path, width):
+    page.errors.clear()
+    page.open(report.as_uri(), width)
+    got = page.eval(PROBE)
+    assert page.errors == []
+    assert got["ready"] == "1"
+    # On a phone a page wider than the screen also widens the layout viewport: check both.
+    assert got["sw"] <= width and got["vw"] == width, f"page is {got['sw']} px wide in a {width} px screen"
+    keys = [v["key"] for v in got["verdicts"]]
+    assert keys == ["decode", "ttft", "memory", "natural", "synthetic", "per_gb"]
+    for v in got["verdicts"]:
+        assert v["outcome"] in ("winner", "tie", "none") and v["who"].strip()
+        if v["key"] in ("natural", "synthetic", "per_gb"):  # fixtures only: nobody may win on accuracy
+            assert v["outcome"] == "none" and "random-weight" in v["who"]
+        else:
+            assert v["outcome"] in ("winner", "tie")
+    assert got["pwned"] is None and got["title"] == "browser test"
+    assert got["imgs"] == 0 and got["th"] == got["thScoped"] and got["svgs"] >= 3
+    shot = page.screenshot(tmp_path / f"report-{width}.png")
     im = Image.open(shot).convert("RGB")
-    assert im.size == (1400, 2000)
-    colours = im.getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 200  # text, shading and charts, not a blank page
-    # matplotlib's first series colour (tab:blue) appears only in the charts
-    blue = sum(n for n, (r, g, b) in colours if abs(r - 31) < 12 and abs(g - 119) < 12 and abs(b - 180) < 12)
-    assert blue > 200
-    print(f"screenshot: {shot}")
+    assert im.size[0] == width and im.size[1] > 1500
+    colours = im.getcolors(maxcolors=1 << 22)
+    assert colours is not None and len(colours) > 200  # text, shading, charts, thumbnails: not a blank page
+    keep(shot)
+
+
+def test_the_summary_names_the_planted_winner_and_tie(page, tmp_path):
+    out = render(planted_rows(), tmp_path / "report.html", title="planted")
+    page.errors.clear()
+    page.open(out.as_uri(), 1440)
+    got = {v["key"]: v for v in page.eval(PROBE)["verdicts"]}
+    assert page.errors == []
+    # decode: the fixture is fastest and may win speed (that is what it measures)...
+    assert got["decode"]["outcome"] == "winner" and got["decode"]["who"] == "fixture-top"
+    # ...but its perfect accuracy never wins: model-a does, clearly ahead of model-b
+    assert got["natural"]["outcome"] == "winner" and got["natural"]["who"] == "model-a"
+    shot = page.screenshot(tmp_path / "planted-1440.png")
+    keep(shot)
+    # without the fixture, model-a and model-b decode within each other's spread: a tie
+    two = planted_rows().query("model != 'fixture-top'")
+    out = render(two, tmp_path / "two.html", title="planted tie")
+    page.open(out.as_uri(), 1440)
+    got = {v["key"]: v for v in page.eval(PROBE)["verdicts"]}
+    assert got["decode"]["outcome"] == "tie" and set(got["decode"]["who"].split(", ")) == {"model-a", "model-b"}
+
+
+SORT = """(() => {
+  const t = document.getElementById('speed-table');
+  const col = [...t.tHead.rows[0].cells].findIndex(th => th.dataset.key === 'decode_tps');
+  const values = () => [...t.tBodies[0].rows].map(r => parseFloat(r.cells[col].dataset.v));
+  const button = t.tHead.rows[0].cells[col].querySelector('button');
+  button.click(); const first = values(); const aria1 = t.tHead.rows[0].cells[col].getAttribute('aria-sort');
+  button.click(); const second = values(); const aria2 = t.tHead.rows[0].cells[col].getAttribute('aria-sort');
+  const name = t.tHead.rows[0].cells[0].querySelector('button'); name.click();
+  const names = [...t.tBodies[0].rows].map(r => r.dataset.model);
+  return {first, second, aria1, aria2, names};
+})()"""
+
+
+def test_headers_sort_the_tables(report, page):
+    page.open(report.as_uri(), 1440)
+    got = page.eval(SORT)
+    assert len(got["first"]) == 2
+    assert got["first"] == sorted(got["first"], reverse=True) and got["aria1"] == "descending"
+    assert got["second"] == sorted(got["second"]) and got["aria2"] == "ascending"
+    assert got["names"] == sorted(got["names"])
+
+
+FILTER = """((model, status, query) => {
+  const g = document.getElementById('gallery');
+  const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+    e.dispatchEvent(new Event(id === 'g-search' ? 'input' : 'change')); return +g.dataset.matching; };
+  const out = {all: +g.dataset.matching};
+  out.model = set('g-model', model);
+  out.modelFailures = set('g-status', status);
+  out.hash = location.hash;
+  set('g-model', ''); set('g-status', '');
+  out.search = set('g-search', query);
+  out.cards = g.querySelectorAll('article.sample').length;
+  out.imgs = g.querySelectorAll('img.thumb').length;
+  document.querySelector('#gallery button').click();
+  out.dialog = document.getElementById('viewer').open;
+  return out;
+})"""
+
+
+def test_gallery_filters_search_and_enlarge(report, run, page):
+    _, df = run
+    page.open(report.as_uri(), 390)
+    got = page.eval(FILTER + '("fixture-qwen2_5_vl", "failures", "what shape")')
+    rows = df[df["sample_id"] != "*"]
+    mine = rows[rows["model"] == "fixture-qwen2_5_vl"]
+    failed = mine[(mine["status"] == "error") | ((mine["status"] == "ok") & ~(mine["score"] >= 1))]
+    assert got["all"] == len(rows) and got["model"] == len(mine) and got["modelFailures"] == len(failed)
+    assert "model=fixture-qwen2_5_vl" in got["hash"] and "status=failures" in got["hash"]
+    asked = rows["prompt"].str.lower().str.contains("what shape") | rows["output"].fillna("").str.lower().str.contains(
+        "what shape")
+    assert got["search"] == int(asked.sum()) > 0 and got["cards"] == min(got["search"], 40)
+    assert got["imgs"] >= got["cards"] and got["dialog"] is True
+
+
+def test_deep_links_filter_and_scroll(report, run, page):
+    _, df = run
+    rows = df[df["sample_id"] != "*"]
+    page.open(report.as_uri() + "#failures", 1440)
+    got = page.eval("({m: +document.getElementById('gallery').dataset.matching, f: document.getElementById('gallery')"
+                    ".dataset.filter, y: window.scrollY, s: document.getElementById('g-status').value})")
+    failed = rows[(rows["status"] == "error") | ((rows["status"] == "ok") & ~(rows["score"] >= 1))]
+    assert got == {"m": len(failed), "f": "failures", "y": got["y"], "s": "failures"} and got["y"] > 500
+    page.open(report.as_uri() + "#model=fixture-smolvlm-4bit&suite=natural", 1440)
+    got = page.eval("+document.getElementById('gallery').dataset.matching")
+    assert got == len(rows[(rows["model"] == "fixture-smolvlm-4bit") & (rows["suite"] == "natural")]) > 0

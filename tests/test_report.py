@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -8,11 +9,16 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from harness.report import _fmt, render
-from harness.report.gallery import MAX_ROWS
-from harness.report.tables import columns
-from harness.stats import bootstrap_ci
+from harness.accuracy import accuracy_table
+from harness.report import _fmt, markdown_path, render
+from harness.report.gallery import MAX_ROWS, gallery, visible
+from harness.report.history import history
+from harness.report.kinds import combine, kind_summary
+from harness.report.markdown import LIMIT, render_md
+from harness.report.tables import Cell, Column, ModelRow, natural_key
+from harness.stats import describe
 from harness.store import ResultsStore, read_results
 from harness.tester import VLMTester
 
@@ -25,39 +31,164 @@ def results(fixtures_root, tmp_path_factory):
     return tester.run_dir / "results.parquet"
 
 
-def cells(page: str) -> dict[tuple[str, str], str]:
+def text_of(cell_html: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", cell_html)).strip()
+
+
+def table_cells(page: str, table_id: str) -> dict[tuple[str, str], str]:
+    """(model, column key) -> the cell's text, for one table of the page."""
+    body = page.split(f'id="{table_id}"')[1].split("</table>")[0]
     out = {}
-    for model, row in re.findall(r'<tr data-model="([^"]+)">(.*?)</tr>', page, re.S):
+    for model, row in re.findall(r'<tr data-model="([^"]+)"[^>]*>(.*?)</tr>', body, re.S):
         for col, text in re.findall(r'<td data-col="([^"]+)"[^>]*>(.*?)</td>', row, re.S):
-            out[(html.unescape(model), col)] = html.unescape(text)
+            out[(html.unescape(model), html.unescape(col))] = text_of(text)
     return out
 
 
-def test_every_number_in_the_table_is_recomputable_from_the_parquet(results, tmp_path):
+def test_every_number_in_the_speed_table_is_recomputable_from_the_parquet(results, tmp_path):
     page = render(read_results(results), tmp_path / "r.html").read_text()
-    got = cells(page)
+    got = table_cells(page, "speed-table")
     df = pd.read_parquet(results)  # plain pandas, not the harness's reader
     for model, g in df[df["status"] == "ok"].groupby("model"):
-        def mean_std(col, scale=1.0, g=g):
-            v = g[col] * scale
-            return f"{_fmt(v.mean())} ± {_fmt(v.std(), 2)}"
+        def mean_ci(col, scale=1.0, g=g):
+            v = g[col].to_numpy() * scale
+            s = describe(v)  # the one definition of a 95 % interval of a mean (Student t)
+            assert np.isclose(s.mean, v.mean())
+            return f"{_fmt(v.mean())} ± {_fmt((s.ci_high - s.ci_low) / 2, 2)}"
 
-        assert got[(model, "decode_tps")] == mean_std("decode_tps")
-        assert got[(model, "prefill_tps")] == mean_std("prefill_tps")
-        assert got[(model, "ttft_ms")] == mean_std("ttft_s", 1e3)
-        assert got[(model, "size_mb")] == _fmt(g["model_size_bytes"].iloc[0] / 1e6)
-        assert got[(model, "load_s")] == _fmt(g["load_s"].iloc[0])
-        assert got[(model, "peak_mlx_gb")] == f"{_fmt(g['peak_mlx_bytes'].max() / 1e6)} MB"
-        nat = g[g["suite"] == "natural"]["score"]
-        lo, hi = bootstrap_ci(nat.to_numpy())
-        assert got[(model, "acc:natural")] == f"{100 * nat.mean():.1f} [{100 * lo:.1f}–{100 * hi:.1f}] (n={len(nat)})"
-        peak_gib = g["peak_mlx_bytes"].max() / 2**30
-        assert got[(model, "tps_per_gib")] == _fmt(g["decode_tps"].mean() / peak_gib)
-    assert len(got) == 2 * len(columns(df))
+        assert got[(model, "decode_tps")] == mean_ci("decode_tps")
+        assert got[(model, "prefill_tps")] == mean_ci("prefill_tps")
+        assert got[(model, "ttft_ms")] == mean_ci("ttft_s", 1e3)
+        assert got[(model, "wall_s")] == mean_ci("wall_s")
+        assert got[(model, "size")] == _fmt(g["model_size_bytes"].iloc[0] / 1e6)
+        assert got[(model, "load_s")] == _fmt(g["load_s"].iloc[0])  # one load: its value, no "± nan"
+        assert got[(model, "import_s")] == _fmt(g["import_s"].iloc[0])
+        assert got[(model, "peak_mlx")] == _fmt(g["peak_mlx_bytes"].max() / 1e6)  # MB: nothing reaches 1 GB
+        assert got[(model, "n")] == f"{len(g)} / 0 / 0"
+    assert "Memory and size in MB (decimal)" in page and "MiB" not in page and "GiB" not in page
+
+
+def test_accuracy_cells_are_accuracy_table_rows(results, tmp_path):
+    page = render(read_results(results), tmp_path / "r.html").read_text()
+    got = table_cells(page, "accuracy-table")
+    acc = pd.read_parquet(results.parent / "accuracy.parquet")  # what the run itself wrote
+    whole = acc[acc["category"] == "*"]
+    for r in whole.itertuples():
+        want = (f"{100 * r.mean:.1f} (n={r.n}, too few samples to tell)" if np.isnan(r.ci_low) else
+                f"{100 * r.mean:.1f} [{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}] n={r.n}")
+        assert got[(r.model, f"suite:{r.suite}")] == want
+    for model, g in whole.groupby("model"):
+        nat = g[g["suite"] == "natural"].iloc[0]
+        assert got[(model, "natural")].startswith(f"{100 * nat['mean']:.1f} ")  # one natural suite: itself
+        overall = g["mean"].mean()  # the mean of per-suite means
+        assert got[(model, "overall")].startswith(f"{100 * overall:.1f} ") and f"n={g['n'].sum()}" in got[(model, "overall")]
+
+
+def test_kinds_are_means_of_suite_means_with_a_combined_interval():
+    acc = pd.DataFrame([
+        {"model": "m", "suite": "a", "suite_hash": "1", "category": "*", "n": 10, "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3},
+        {"model": "m", "suite": "b", "suite_hash": "1", "category": "*", "n": 100, "mean": 0.8, "ci_low": 0.7, "ci_high": 0.9},
+        {"model": "m", "suite": "c", "suite_hash": "1", "category": "*", "n": 5, "mean": 0.5, "ci_low": np.nan, "ci_high": np.nan},
+        {"model": "m", "suite": "s", "suite_hash": "1", "category": "*", "n": 5, "mean": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+    ])
+    k = kind_summary(acc, {"a": "natural", "b": "natural", "c": "synthetic", "s": "speed"}).set_index("kind")
+    assert k.loc["natural", "mean"] == pytest.approx(0.5)  # not the pooled 0.745
+    assert k.loc["natural", "ci_low"] == pytest.approx(0.5 - np.sqrt(0.02) / 2)
+    assert k.loc["natural", "n"] == 110 and k.loc["natural", "n_suites"] == 2
+    assert np.isnan(k.loc["synthetic", "ci_low"])  # too few samples in c: no interval
+    assert k.loc["overall", "n_suites"] == 3  # the speed suite is left out
+    assert combine([], [], []) != combine([1.0], [1.0], [1.0])
+
+
+def test_fixtures_and_the_canary_never_win_accuracy_and_overlap_is_a_tie(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for model, rw, decode, acc in (("alpha", False, 100.0, 0.8), ("beta", False, 102.0, 0.2),
+                                   ("fixture-x", True, 50.0, 1.0), ("reference-shapes", False, 40.0, 1.0)):
+        for i in range(30):
+            rows.append({"run_id": "r", "model": model, "random_weights": rw, "suite": "natural",
+                         "suite_kind": "natural", "suite_hash": "h", "sample_id": str(i), "category": "c",
+                         "repeat": 0, "status": "ok", "metric": "exact_match", "score": float(rng.random() < acc),
+                         "decode_tps": decode + rng.normal(0, 10), "ttft_s": 0.1, "peak_mlx_bytes": 2e9,
+                         "recorded_at": datetime.now(UTC)})
+    page = render(pd.DataFrame(rows), tmp_path / "r.html").read_text()
+    verdict = dict(re.findall(r'data-question="(\w+)" data-verdict="(\w+)"', page))
+    who = {k: text_of(v) for k, v in re.findall(r'data-question="(\w+)".*?class="who">(.*?)</', page, re.S)}
+    assert verdict["natural"] == "winner" and who["natural"] == "alpha"  # not fixture-x, not the canary at 100 %
+    assert "fixture-x (random weights" in page and "reference-shapes (reference canary" in page
+    assert verdict["decode"] == "tie" and set(who["decode"].split(", ")) == {"alpha", "beta"}
+    assert verdict["per_gb"] == "winner" and who["per_gb"] == "alpha"
+    assert verdict["memory"] == "tie"  # equal peaks
+    md = markdown_path(tmp_path / "r.html").read_text()
+    assert "| Fastest decode | tie: beta, alpha |" in md or "| Fastest decode | tie: alpha, beta |" in md
+
+
+def test_report_md_has_the_same_figures_as_the_html(results, tmp_path):
+    out = render(read_results(results), tmp_path / "report.html")
+    page, md = out.read_text(), markdown_path(out).read_text()
+    assert markdown_path(out) == tmp_path / "report.md" and len(md) < 65_000
+    speed, acc = table_cells(page, "speed-table"), table_cells(page, "accuracy-table")
+    keys = {"speed": [m for m in re.findall(r'<th scope="col" data-key="([^"]+)"', page.split('id="speed-table"')[1]
+                                                                          .split("</thead>")[0])],
+            "acc": re.findall(r'<th scope="col" data-key="([^"]+)"', page.split('id="accuracy-table"')[1]
+                              .split("</thead>")[0])}
+    sections = {"speed": md.split("## Speed and memory")[1].split("## Accuracy")[0], "acc": md.split("## Accuracy")[1]}
+    compared = 0
+    for name, cells in (("speed", speed), ("acc", acc)):
+        for line in sections[name].splitlines():
+            if not line.startswith("| fixture"):
+                continue
+            parts = [p.strip().replace("\\|", "|") for p in line.strip("|").split(" | ")]
+            model = parts[0].split(" (")[0]
+            for key, text in zip(keys[name], parts[1:], strict=True):
+                if key == "backend":
+                    continue
+                assert cells[(model, key)] == text, (model, key)
+                compared += 1
+    assert compared >= 2 * (10 + 5)
+    for q in ("Fastest decode", "Fastest first token", "Least memory", "Most accurate on natural images",
+              "Most accurate on synthetic images", "Best accuracy per GB"):
+        assert f"| {q} |" in md and f">{q}</h3>" in page
+    found = re.findall(r'data-verdict="(\w+)".*?<h3[^>]*>(.*?)</h3>.*?class="who">(.*?)</.*?'
+                       r'<p class="(?:margin|unc)">(.*?)</p>', page, re.S)
+    assert len(found) == 6
+    for outcome, question, who, margin in found:
+        line = next(x for x in md.splitlines() if x.startswith(f"| {text_of(question)} |"))
+        assert (f"tie: {text_of(who)}" if outcome == "tie" else text_of(who)) in line and text_of(margin) in line
+
+
+def test_report_md_stays_under_the_comment_limit_for_any_run():
+    cols = [Column("natural", "Natural", "%"), Column("synthetic", "Synthetic", "%"), Column("overall", "Overall", "%")]
+    cols += [Column(f"suite:s{i}", f"suite-{i}", "%") for i in range(40)]
+    cell = Cell.of("12.5", " [0.0–37.5] n=8", 12.5)
+    rows = [ModelRow(f"org/model-{i:04d}-" + "x" * 60, "model", "", "", "", {c.key: cell for c in cols})
+            for i in range(2000)]
+    speed_cols = [Column("decode_tps", "Decode", "tok/s")]
+    speed_rows = [ModelRow(r.model, "model", "", "", "", {"decode_tps": Cell("925 ± 13")}) for r in rows]
+    md = render_md(title="t", facts="f", notes=[], verdicts=[], speed_cols=speed_cols, speed_rows=speed_rows,
+                   acc_cols=cols, acc_rows=rows, acc_caption="", speed_caption="")
+    assert len(md) <= LIMIT < 65_000
+    assert "per-suite column(s) left out" in md and "model row(s) left out" in md
+
+
+def test_history_keeps_suites_whose_sample_ids_collide_apart():
+    rows = []
+    for run, when in (("r1", "2026-01-01"), ("r2", "2026-01-02")):
+        for suite, ids, score in (("synthetic-ocr", ["a", "b", "c"], 1.0), ("synthetic-ocr-hard", ["a"], 0.0)):
+            for i in ids:
+                rows.append({"run_id": run, "recorded_at": pd.Timestamp(when, tz="UTC"), "model": "m",
+                             "suite": suite, "suite_kind": "synthetic", "suite_hash": "h", "sample_id": i,
+                             "category": "word", "repeat": 0, "status": "ok", "metric": "exact_match",
+                             "score": score, "decode_tps": 10.0, "ttft_s": 0.1})
+    h = history(pd.DataFrame(rows))
+    assert len(h) == 2
+    # Averaging sample "a" across the two suites would give 83.3 % over 3 samples; the suites are
+    # separate: (100 % + 0 %) / 2 over 4 samples.
+    assert h["accuracy"].tolist() == [50.0, 50.0] and h["acc_n"].tolist() == [4, 4]
 
 
 def test_the_report_says_what_fixtures_measure_and_where(results, tmp_path):
-    page = render(read_results(results), tmp_path / "r.html").read_text()
+    page = render(read_results(results), tmp_path / "r.html", sources=[str(results)]).read_text()
     assert 'id="random-banner"' in page and "never a model's quality" in page
     assert 'id="cpu-banner"' in page
     for key in ("cpu", "mlx", "mlx_vlm", "python", "device"):
@@ -65,9 +196,31 @@ def test_the_report_says_what_fixtures_measure_and_where(results, tmp_path):
     # self-contained: nothing fetched from anywhere, scripts and images inline
     assert not re.search(r'<(script|img|link)[^>]+(src|href)="(?!data:)', page)
     assert "http" not in page.split("<body>")[0]
-    for section in ('id="charts"', 'id="chart-decode-memory"', 'id="chart-accuracy"', 'id="chart-latency"',
-                    'id="chart-image-size"', 'id="gallery"', 'id="gallery-data"'):
+    for section in ('id="summary"', 'id="speed-table"', 'id="accuracy-table"', 'id="run-card"',
+                    'id="chart-decode-memory"', 'id="chart-accuracy"', 'id="chart-latency"', 'id="gallery"',
+                    'id="gallery-data"', '@media print', "prefers-color-scheme: dark"):
         assert section in page
+    assert "<svg" in page and "data:image/png" not in page  # vector charts
+    assert page.count("<svg") == page.count('role="img"') and "<desc " in page
+
+
+def test_run_card_reads_run_json_and_links_the_raw_files(results, tmp_path):
+    run_dir = results.parent
+    plan = json.loads((run_dir / "run.json").read_text())
+    page = render(read_results(results), run_dir / "report.html", sources=[str(results)]).read_text()
+    card = page.split('id="run-card"')[1].split("</section>\n\n")[0]
+    facts = {text_of(k): text_of(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", card, re.S)}
+    assert facts["Run id"] == plan["run_id"] and facts["Limit"] == str(plan["limit"])
+    assert facts["Repeats"] == str(plan["repeats"]) and facts["Warmup"] == str(plan["warmup"])
+    assert facts["Command"] == "–" if "command" not in plan else facts["Command"] == plan["command"]
+    assert facts["Max tokens"] == ("–" if plan.get("max_tokens") is None else str(plan["max_tokens"]))
+    assert facts["Memory bandwidth"].endswith("GB/s") and facts["Chip or GPU"] and "Device(" not in facts["Chip or GPU"]
+    for name in ("results.parquet", "accuracy.parquet", "run.json"):
+        assert f'<a href="{name}">{name}</a>' in card
+    assert re.fullmatch(r"[\d.,]+ GB", facts["RAM"])
+    # no run directory: the settings say so instead of failing
+    bare = render(read_results(results), tmp_path / "bare.html").read_text()
+    assert "<dt>Repeats</dt><dd>–</dd>" in bare
 
 
 def test_model_text_and_errors_are_escaped(tmp_path):
@@ -77,11 +230,13 @@ def test_model_text_and_errors_are_escaped(tmp_path):
         "run_id": "r", "model": evil, "suite": "s", "suite_hash": "h", "sample_id": "x", "repeat": 0,
         "status": "error", "error": evil, "output": evil, "recorded_at": datetime.now(UTC),
     }])
-    page = render(store.read(), tmp_path / "r.html").read_text()
+    out = render(store.read(), tmp_path / "r.html")
+    page = out.read_text()
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     # the gallery's embedded JSON cannot close its script element early
     assert page.count("</script>") == 2 and "\\u003c/script\\u003e" in page
+    assert "&lt;script&gt;" in markdown_path(out).read_text()
 
 
 def test_bandwidth_bound_column_and_impossible_rates(results, tmp_path):
@@ -90,13 +245,43 @@ def test_bandwidth_bound_column_and_impossible_rates(results, tmp_path):
     df["decode_bound_tps"] = df["decode_tps"] * 2.0  # 50 % of the bound...
     df.loc[fast, "decode_bound_tps"] = df.loc[fast, "decode_tps"] / 1.25  # ...and an impossible 125 %
     page = render(df, tmp_path / "r.html").read_text()
-    got = cells(page)
+    got = table_cells(page, "speed-table")
     assert got[("fixture-llava_next-4bit", "bw_pct")].startswith("50.0")
     assert got[("fixture-qwen2_5_vl", "bw_pct")].startswith("125")
-    assert re.search(r'<td data-col="bw_pct" class="impossible" title="impossible: up to 125', page)
+    assert re.search(r'<td data-col="bw_pct" data-v="[^"]+" class="impossible" title="impossible: up to 125', page)
     # no bound recorded (an older run, or a machine whose bandwidth is unknown): no column
     for unbound in (df.drop(columns=["decode_bound_tps"]), df.assign(decode_bound_tps=float("nan"))):
         assert 'data-col="bw_pct"' not in render(unbound, tmp_path / "s.html").read_text()
+
+
+def test_gallery_keeps_every_image_the_whole_conversation_and_counts_unsupported_apart(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (300, 120), "red").save(a)
+    Image.new("RGB", (40, 40), "blue").save(b)
+    base = {"run_id": "r", "model": "m", "suite": "multi-turn", "suite_hash": "h", "repeat": 0, "metric": "exact_match",
+            "answers": ["2"], "category": "c"}
+    rows = pd.DataFrame([
+        {**base, "sample_id": "1", "status": "ok", "score": 0.0, "images": [str(a), str(b)], "prompt": "first?",
+         "turns": ["second?", "third?"], "turn_outputs": ["one", "two"], "output": "three\x07\u202e"},
+        {**base, "sample_id": "2", "status": "unsupported", "score": np.nan, "images": [str(a), str(b)],
+         "prompt": "q", "error": "one image per prompt"},
+        {**base, "sample_id": "3", "status": "ok", "score": 1.0, "images": [str(b)], "prompt": "q", "output": "2"},
+    ])
+    g = gallery(rows)
+    col = {c: i for i, c in enumerate(g["columns"])}
+    by_id = {r[col["sample_id"]]: r for r in g["rows"]}
+    assert g["failures"] == 1 and g["unsupported"] == 1
+    first = by_id["1"]
+    assert len(first[col["images"]]) == 2 and min(first[col["images"]]) >= 0
+    assert first[col["conversation"]] == [["first?", "one"], ["second?", "two"], ["third?", "three\\x07\\u202e"]]
+    assert [by_id[i][col["status"]] for i in "123"] == ["fail", "unsupported", "pass"]
+    assert len(g["images"]) == 2  # each file embedded once
+    assert visible("tab\tand\nnewline stay") == "tab\tand\nnewline stay"
+
+
+def test_categories_sort_naturally(results, tmp_path):
+    assert sorted(["size-1024", "size-16", "size-224", "size-64"], key=natural_key) == [
+        "size-16", "size-64", "size-224", "size-1024"]
 
 
 def test_several_runs_get_a_comparison_and_a_history(results, tmp_path):
@@ -125,7 +310,58 @@ def test_100k_rows_render_in_seconds_into_a_bounded_page(results, tmp_path):
     seconds = time.perf_counter() - start
     size = out.stat().st_size
     print(f"100k rows: {seconds:.2f} s, {size / 1e6:.2f} MB")
-    assert seconds < 30  # measured ~5 s on a shared 2-core box; the bound catches a quadratic slip
-    assert size < 5e6
+    assert seconds < 30  # a bound that catches a quadratic slip; the target (< 5 s) is benchmarked
+    assert size < 5e6 and len(markdown_path(out).read_text()) < 65_000
     page = out.read_text()
     assert "100000 sample rows" in page and f"holds the {MAX_ROWS} most telling" in page
+    assert accuracy_table is not None
+
+
+def test_optional_interval_columns_and_too_few_samples_to_tell():
+    from harness.report import accuracy_section
+
+    acc = pd.DataFrame([
+        {"model": "m", "suite": "s", "suite_hash": "h", "category": "*", "metric": "exact_match", "n": 2, "mean": 0.5,
+         "ci_low": np.nan, "ci_high": np.nan, "n_error": 0, "n_unsupported": 0, "interval": "cluster-bootstrap",
+         "n_clusters": 1},
+        {"model": "m", "suite": "t", "suite_hash": "h", "category": "*", "metric": "exact_match", "n": 40, "mean": 0.5,
+         "ci_low": 0.35, "ci_high": 0.65, "n_error": 1, "n_unsupported": 0, "interval": "wilson", "n_clusters": 40},
+    ])
+    sec = accuracy_section(acc, {"s": "synthetic", "t": "synthetic"}, {"m": "model"})
+    cells = sec["rows"][0].cells
+    assert cells["suite:s"].text == "50.0 (n=2, too few samples to tell)"
+    assert cells["suite:t"].text == "50.0 [35.0–65.0] n=40"
+    assert "(wilson, 40 clusters)" in cells["suite:t"].title and "1 error(s)" in cells["suite:t"].title
+    assert "too few samples to tell" in cells["synthetic"].text  # no interval in one suite: none combined
+
+
+def test_published_benchmark_figures_stay_out_of_the_means_and_roles_follow_model_role():
+    from harness.report import published_rows, split_published
+    from harness.report.tables import roles
+
+    acc = pd.DataFrame([
+        {"model": "m", "suite": "ocrbench", "suite_hash": "h", "category": "*", "n": 10, "mean": 0.4,
+         "ci_low": 0.2, "ci_high": 0.6, "statistic": "score", "unit": "fraction"},
+        {"model": "m", "suite": "ocrbench", "suite_hash": "h", "category": "@ocrbench", "n": 10, "mean": 412.0,
+         "ci_low": np.nan, "ci_high": np.nan, "statistic": "total", "unit": "points"},
+    ])
+    scores, pub = split_published(acc)
+    assert list(scores["category"]) == ["*"]
+    assert kind_summary(acc, {"ocrbench": "natural"}).set_index("kind").loc["natural", "mean"] == 0.4
+    assert published_rows(pub, {"m": "model"})[0] == {"model": "m", "role": "model", "suite": "ocrbench",
+                                                           "benchmark": "ocrbench", "statistic": "total",
+                                                           "value": "412 points", "n": 10}
+    rows = pd.DataFrame({"model": ["a", "b", "reference-x", "c"], "random_weights": [False, True, False, False],
+                         "model_role": ["reference", None, None, "model"]})
+    assert roles(rows) == {"a": "reference", "b": "fixture", "reference-x": "reference", "c": "model"}
+
+
+def test_no_interval_is_a_tie_that_says_why():
+    from harness.report.tables import SpeedStats
+    from harness.report.verdict import verdicts
+
+    one = describe([100.0])  # a single request: no interval
+    two = describe([90.0, 91.0, 92.0])
+    v = verdicts([SpeedStats("a", "model", one, two, 1e9, 1), SpeedStats("b", "model", two, two, 1e9, 3)],
+                 pd.DataFrame(columns=["model", "kind"]), {"a": "model", "b": "model"}, ("GB", 1e9))[0]
+    assert v.outcome == "tie" and "too few samples to tell them apart" in v.margin and "n=1" in v.uncertainty

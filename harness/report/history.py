@@ -1,5 +1,10 @@
 """Runs side by side: the latest run against the one before it (deltas and significance, by
-the gate's own tests) and a summary of every stored run, oldest first."""
+the gate's own tests) and a summary of every stored run, oldest first.
+
+Accuracy per run comes from `accuracy_table`, grouped by model × suite × suite_hash, and is
+combined over suites by `kinds.kind_summary`: two suites whose sample ids happen to be equal are
+never averaged together.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import math
 
 import pandas as pd
 
+from harness.accuracy import accuracy_table
 from harness.gate import GateResult, compare, incomparable
-from harness.report.tables import accuracy, measured
+from harness.report.kinds import kind_summary, suite_kinds
+from harness.report.tables import ok_rows
 
 
 def run_order(df: pd.DataFrame) -> list[str]:
@@ -22,15 +29,23 @@ def run_order(df: pd.DataFrame) -> list[str]:
 
 
 def history(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run × model: when, where, median timings and accuracy with its interval."""
+    """One row per run × model: when, where, median timings, and overall accuracy (mean of its
+    per-suite means) with its 95 % interval, in %."""
     order = run_order(df)
-    ok = measured(df)
-    ok = ok[ok["status"] == "ok"]
+    ok = ok_rows(df)
+    kinds = suite_kinds(df)
     rows = []
     for run in order:
         r = ok[ok["run_id"] == run]
+        if r.empty:
+            continue
+        scores = accuracy_table(df[df["run_id"] == run])
+        if "statistic" in scores:  # published benchmark figures are in their own units
+            scores = scores[scores["statistic"].fillna("score") == "score"]
+        overall = kind_summary(scores, kinds)
+        overall = overall[overall["kind"] == "overall"].set_index("model")
         for model, g in r.groupby("model"):
-            a = accuracy(g)
+            a = overall.loc[model] if model in overall.index else None
             when = g["recorded_at"].min() if "recorded_at" in g else None
             rows.append({
                 "run_id": run, "when": when.strftime("%Y-%m-%d %H:%M") if pd.notna(when) else "",
@@ -38,7 +53,10 @@ def history(df: pd.DataFrame) -> pd.DataFrame:
                 "model": model, "n": int(len(g)),
                 "decode_tps": float(g["decode_tps"].median()) if g["decode_tps"].notna().any() else math.nan,
                 "ttft_ms": float(g["ttft_s"].median()) * 1e3 if g["ttft_s"].notna().any() else math.nan,
-                "accuracy": a["mean"], "acc_lo": a["lo"], "acc_hi": a["hi"],
+                "accuracy": math.nan if a is None else 100 * float(a["mean"]),
+                "acc_lo": math.nan if a is None else 100 * float(a["ci_low"]),
+                "acc_hi": math.nan if a is None else 100 * float(a["ci_high"]),
+                "acc_n": 0 if a is None else int(a["n"]),
             })
     return pd.DataFrame(rows)
 

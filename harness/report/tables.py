@@ -1,23 +1,44 @@
-"""The numbers in the report: one summary row per model, accuracy with intervals, formatting.
+"""The numbers in the report's tables: one speed row per model, accuracy cells from
+`harness.accuracy.accuracy_table`, model roles, units and formatting.
 
-Pure functions of result rows; every figure can be recomputed from the parquet alone.
+Pure functions of result rows; every figure can be recomputed from the parquet alone. Each cell
+is a `Cell` whose `text` is what both the HTML page and report.md print, so the two never differ.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from harness.stats import bootstrap_ci
+from harness.stats import NOISY_CV, describe
 
-GIB = 2**30
+GB = 1e9  # one unit family across the page: decimal bytes (kB, MB, GB), as bandwidth is quoted
 
-# Beyond this many samples the bootstrap's resamples × n index matrix gets large while the
-# normal interval of a mean is already as good; the report says which one it used.
-BOOTSTRAP_MAX = 2000
+FIXTURE, REFERENCE, MODEL = "fixture", "reference", "model"
+ROLE_LABEL = {FIXTURE: "random weights", REFERENCE: "reference canary", MODEL: ""}
+ROLE_NOTE = {
+    FIXTURE: "random-weight fixture: measures speed and memory, never quality",
+    REFERENCE: "the harness's own reference model: its accuracy checks the pipeline, it is not a contender",
+    MODEL: "",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # the whole figure as printed in report.md and as the HTML cell's text
+    sort: float | str | None = None  # what the column sorts on
+    main: str = ""  # HTML: the headline part of text ...
+    sub: str = ""  # ... and the rest, set smaller under it (main + sub == text)
+    title: str = ""  # tooltip
+    cls: str = ""  # css class: noisy, impossible, muted
+
+    @staticmethod
+    def of(main: str, sub: str = "", sort: float | str | None = None, title: str = "", cls: str = "") -> Cell:
+        return Cell(main + sub, sort, main, sub, title, cls)
 
 
 @dataclass(frozen=True)
@@ -25,144 +46,62 @@ class Column:
     key: str
     label: str
     unit: str
-    higher_is_better: bool | None  # None: not ranked
-    spread: str = ""  # what the cell's spread is, shown under the unit
+    help: str = ""
 
 
-# The seeds' comparison table, with spread. Order is the order shown; accuracy columns, one per
-# suite, and the bandwidth column (when the rows carry a bound) are added per report.
-BASE_COLUMNS = [
-    Column("size_mb", "Size on disk", "MB", None),
-    Column("load_s", "Load", "s", False, "mean ± std"),
-    Column("ttft_ms", "Time to first token", "ms", False, "mean ± std"),
-    Column("prefill_tps", "Prefill", "tok/s", True, "mean ± std"),
-    Column("decode_tps", "Decode", "tok/s", True, "mean ± std"),
-    Column("peak_mlx_gb", "Peak MLX memory", "", False, "max"),
-    Column("peak_rss_gb", "Peak process RSS", "", False, "max"),
-    Column("tps_per_gib", "Decode per GiB", "tok/s per GiB of peak MLX memory", True),
-]
-BANDWIDTH = Column("bw_pct", "Of bandwidth bound", "% of decode_bound_tps", None, "mean ± std")
-
-
-def has_bound(df: pd.DataFrame) -> bool:
-    return "decode_bound_tps" in df and bool(df["decode_bound_tps"].notna().any())
-
-
-def columns(df: pd.DataFrame) -> list[Column]:
-    cols = list(BASE_COLUMNS)
-    if has_bound(df):
-        cols.insert(cols.index(next(c for c in cols if c.key == "decode_tps")) + 1, BANDWIDTH)
-    for suite in suites(df):
-        cols.append(Column(f"acc:{suite}", f"Accuracy, {suite}", "%", True, "95 % interval"))
-    return cols
+@dataclass(frozen=True)
+class ModelRow:
+    model: str
+    role: str
+    arch: str
+    quantization: str
+    backend: str
+    cells: dict[str, Cell] = field(default_factory=dict)
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["sample_id"] != "*"]
+    return df[df["sample_id"] != "*"] if "sample_id" in df else df
 
 
-def suites(df: pd.DataFrame) -> list[str]:
-    ok = measured(df)
-    return sorted(ok.loc[ok["status"] == "ok", "suite"].dropna().unique())
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    m = measured(df)
+    return m[m["status"] == "ok"]
 
 
-def _stats(values: pd.Series, scale: float = 1.0) -> dict:
-    v = values.dropna().astype(float) * scale
-    if v.empty:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else math.nan, "n": int(len(v))}
+# --- roles -----------------------------------------------------------------------------------
+
+def roles(df: pd.DataFrame) -> dict[str, str]:
+    """model -> fixture | reference | model.
+
+    A fixture is a row with random weights (or `model_role == "fixture"`); the reference canary is
+    `model_role == "reference"`, or, in results written before that column existed, a model named
+    `reference-*`."""
+    out: dict[str, str] = {}
+    if df.empty or "model" not in df:
+        return out
+    cols = [c for c in ("model", "random_weights", "model_role") if c in df]
+    d = df[cols].drop_duplicates()
+    for model, g in d.groupby("model", sort=True):
+        rw = "random_weights" in g and bool(g["random_weights"].fillna(False).astype(bool).any())
+        role_col = set(g["model_role"].dropna().astype(str)) if "model_role" in g else set()
+        if rw or FIXTURE in role_col:
+            out[model] = FIXTURE
+        elif REFERENCE in role_col or (not role_col and str(model).startswith("reference-")):
+            out[model] = REFERENCE
+        else:
+            out[model] = MODEL
+    return out
 
 
-def interval(per_sample: np.ndarray | pd.Series) -> tuple[float, float]:
-    """95 % interval of a mean score: percentile bootstrap, normal beyond BOOTSTRAP_MAX samples."""
-    v = np.asarray(per_sample, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) <= BOOTSTRAP_MAX:
-        return bootstrap_ci(v)
-    half = 1.96 * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return float(v.mean()) - half, float(v.mean()) + half
+def label(model: str, role: str) -> str:
+    """A model's name as charts and Markdown show it: the role spelled out beside it."""
+    return f"{model} ({ROLE_LABEL[role]})" if ROLE_LABEL.get(role) else model
 
 
-def accuracy(scores: pd.DataFrame) -> dict:
-    """Mean score in %, its 95 % interval and the sample count. Repetitions of a sample are
-    averaged first: they are not independent evidence, the samples are."""
-    per_sample = scores.groupby("sample_id")["score"].mean().dropna()
-    if per_sample.empty:
-        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
-    lo, hi = interval(per_sample.to_numpy())
-    return {"mean": 100 * float(per_sample.mean()), "lo": 100 * lo, "hi": 100 * hi, "n": int(len(per_sample))}
+# --- formatting --------------------------------------------------------------------------------
 
-
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: mean, std and n of each column (std over samples and repetitions).
-
-    Size and load are per model load, not per sample: they are taken once per run, so their
-    spread is across runs when several runs are combined.
-    """
-    rows = []
-    bound = has_bound(df)
-    for model, g in measured(df).groupby("model", sort=True):
-        ok = g[g["status"] == "ok"]
-        per_run = ok.drop_duplicates("run_id")
-        row = {"model": model}
-        first = g.iloc[0]
-        row["arch"] = first.get("arch") if isinstance(first.get("arch"), str) else ""
-        row["quantization"] = first.get("quantization") if isinstance(first.get("quantization"), str) else ""
-        row["random_weights"] = bool(ok["random_weights"].fillna(False).any()) if not ok.empty else False
-        row["backend"] = ",".join(sorted(ok["backend"].dropna().unique()))
-        stats = {
-            "size_mb": _stats(per_run["model_size_bytes"], 1e-6),
-            "load_s": _stats(per_run["load_s"]),
-            "ttft_ms": _stats(ok["ttft_s"], 1e3),
-            "prefill_tps": _stats(ok["prefill_tps"]),
-            "decode_tps": _stats(ok["decode_tps"]),
-            "peak_mlx_gb": _stats(ok["peak_mlx_bytes"], 1e-9),
-            "peak_rss_gb": _stats(ok["peak_rss_bytes"], 1e-9),
-            "acc_natural": _stats(ok[ok["suite_kind"] == "natural"]["score"], 100.0),
-            "acc_synthetic": _stats(ok[ok["suite_kind"] == "synthetic"]["score"], 100.0),
-        }
-        # Memory is reported as the peak (max), not a mean: it is what must fit.
-        for key, col in (("peak_mlx_gb", "peak_mlx_bytes"), ("peak_rss_gb", "peak_rss_bytes")):
-            v = ok[col].dropna()
-            stats[key]["max"] = float(v.max()) * 1e-9 if not v.empty else math.nan
-        peak_gib = stats["peak_mlx_gb"]["max"] * 1e9 / GIB
-        tps = stats["decode_tps"]["mean"]
-        stats["tps_per_gib"] = {"mean": tps / peak_gib if peak_gib > 0 else math.nan, "std": math.nan,
-                                "n": stats["decode_tps"]["n"]}
-        if bound:
-            b = ok["decode_bound_tps"].astype(float)
-            pct = (ok["decode_tps"].astype(float) / b.where(b > 0)) * 100
-            stats["bw_pct"] = _stats(pct)
-            stats["bw_pct"]["max"] = float(pct.max()) if pct.notna().any() else math.nan
-        for suite, s in ok.groupby("suite"):
-            stats[f"acc:{suite}"] = accuracy(s)
-        for key, s in stats.items():
-            for stat, value in s.items():
-                row[f"{key}.{stat}"] = value
-        row["errors"] = int((g["status"] == "error").sum())
-        row["unsupported"] = int((g["status"] == "unsupported").sum())
-        row["samples"] = int(len(ok))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def accuracy_by_suite(df: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per model × suite × category with its 95 % interval (in %) and sample count."""
-    ok = measured(df)
-    ok = ok[ok["status"] == "ok"]
-    cols = ["model", "suite", "category", "mean", "lo", "hi", "n", "failures"]
-    if ok.empty:
-        return pd.DataFrame(columns=cols)
-    rows = []
-    for (model, suite, category), g in ok.groupby(["model", "suite", "category"], dropna=False):
-        a = accuracy(g)
-        per_sample = g.groupby("sample_id")["score"].mean()
-        rows.append({"model": model, "suite": suite, "category": "" if pd.isna(category) else category, **a,
-                     "failures": int((per_sample < 1).sum())})
-    return pd.DataFrame(rows, columns=cols)
-
-
-def fmt(x: float, digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
+    """`digits` significant figures, thousands separated; '–' for a missing value."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if x == 0:
@@ -172,60 +111,197 @@ def fmt(x: float, digits: int = 3) -> str:
     return f"{x:,.{decimals}f}"
 
 
-def fmt_bytes(gb: float) -> str:
-    if math.isnan(gb):
-        return "–"
-    for unit, scale in (("GB", 1.0), ("MB", 1e-3), ("kB", 1e-6)):
-        if gb >= scale:
-            return f"{fmt(gb / scale)} {unit}"
-    return f"{fmt(gb * 1e9)} B"
+def mem_unit(max_bytes: float) -> tuple[str, float]:
+    """The one memory unit of a report: GB, or MB when nothing reaches a gigabyte (decimal both)."""
+    return ("GB", GB) if not math.isnan(max_bytes) and max_bytes >= GB else ("MB", 1e6)
 
 
-def fmt_acc(mean: float, lo: float, hi: float, n: int) -> str:
-    return "–" if n == 0 else f"{mean:.1f} [{lo:.1f}–{hi:.1f}] (n={n})"
+def pct(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
-def cell(row: pd.Series, key: str) -> tuple[str, str]:
-    """The cell's text and a warning ('' when none) for one summary row."""
-    if f"{key}.mean" not in row or (key.startswith("acc:") and pd.isna(row.get(f"{key}.n"))):
-        return "–", ""
-    if key.startswith("peak_"):
-        return fmt_bytes(row[f"{key}.max"]), ""
-    if key.startswith("acc:"):
-        return fmt_acc(row[f"{key}.mean"], row[f"{key}.lo"], row[f"{key}.hi"], int(row[f"{key}.n"])), ""
-    mean, std = row[f"{key}.mean"], row.get(f"{key}.std", math.nan)
-    if key == "bw_pct":
-        if math.isnan(mean):
-            return "–", ""
-        text = f"{fmt(mean)} ± {fmt(std, 2)}" if not math.isnan(std) else fmt(mean)
-        top = row.get("bw_pct.max", math.nan)
-        if top > 100:
-            return text, (f"impossible: up to {fmt(top)} % of the memory-bandwidth bound; "
-                          "the timing or the bound is wrong")
-        return text, ""
-    if key in ("size_mb", "tps_per_gib") or math.isnan(std):
-        return fmt(mean), ""
-    return f"{fmt(mean)} ± {fmt(std, 2)}", ""
+def natural_key(text: object) -> tuple:
+    """Sort key that orders embedded numbers by value: size-16 before size-64 before size-1024."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(text))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p.lower()) for i, p in enumerate(parts) if p != "")
 
 
-def best(table: pd.DataFrame, cols: list[Column]) -> dict[str, str]:
-    out = {}
-    for c in cols:
-        if c.higher_is_better is None or table.empty:
-            continue
-        key = f"{c.key}.max" if c.key.startswith("peak_") else f"{c.key}.mean"
-        if key not in table:
-            continue
-        vals = table[key].astype(float)
-        # No mark where there is nothing to choose between (one model, or all equal).
-        if vals.notna().sum() < 2 or vals.max() == vals.min():
-            continue
-        idx = vals.idxmax() if c.higher_is_better else vals.idxmin()
-        out[c.key] = table.loc[idx, "model"]
-    return out
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
+
+def _ci_cell(values: pd.Series | np.ndarray, unit: str, scale: float = 1.0) -> tuple[Cell, object]:
+    s = describe(np.asarray(values, dtype=float) * scale)
+    if s.n == 0:
+        return Cell("–"), s
+    if s.n == 1 or math.isnan(s.ci_low):
+        return Cell.of(fmt(s.mean), "", s.mean, f"{fmt(s.mean)} {unit}, one value"), s
+    half = (s.ci_high - s.ci_low) / 2
+    noisy = s.cv > NOISY_CV
+    title = (f"mean {fmt(s.mean)} {unit}, 95 % interval of the mean {fmt(s.ci_low)}–{fmt(s.ci_high)}, "
+             f"std {fmt(s.std)}, cv {100 * s.cv:.0f} %, n={s.n}" + ("; noisy: cv above 10 %" if noisy else ""))
+    return Cell.of(fmt(s.mean), f" ± {fmt(half, 2)}", s.mean, title, "noisy" if noisy else ""), s
+
+
+def _single_or_spread(values: pd.Series, unit: str) -> Cell:
+    """Per-load figures (load, import): one load shows its value; several, mean ± std over loads."""
+    v = values.dropna().astype(float)
+    if v.empty:
+        return Cell("–")
+    if len(v) == 1:
+        return Cell.of(fmt(v.iloc[0]), "", float(v.iloc[0]), f"{fmt(v.iloc[0])} {unit}, one load")
+    return Cell.of(fmt(v.mean()), f" ± {fmt(v.std(ddof=1), 2)}", float(v.mean()),
+                   f"mean ± std over {len(v)} loads, {unit}")
+
+
+# --- the speed table ---------------------------------------------------------------------------
+
+def speed_columns(df: pd.DataFrame, unit: str) -> list[Column]:
+    cols = [
+        Column("backend", "Backend", "adapter · device" + (" · host" if "env_host" in df and df["env_host"].nunique() > 1
+                                                            else "")),
+        Column("size", "Size", unit, "checkpoint on disk"),
+    ]
+    if "params_b" in df and df["params_b"].notna().any():
+        cols.append(Column("params", "Params", "billion"))
+    cols += [
+        Column("load_s", "Load", "s", "loading the model cold in a fresh process; mean ± std when loaded more than once"),
+        Column("import_s", "Import", "s", "importing the backend"),
+        Column("ttft_ms", "TTFT", "ms", "call to first token: preprocessing, vision encoder and prefill"),
+        Column("prefill_tps", "Prefill", "tok/s", "prompt tokens over prefill time"),
+        Column("decode_tps", "Decode", "tok/s", "tokens after the first over the time after the first"),
+        Column("tokens", "Tokens", "out / in", "mean generated / prompt tokens per request"),
+        Column("wall_s", "Per request", "s", "whole generation, call to last token"),
+    ]
+    if has_bound(df):
+        cols.append(Column("bw_pct", "Of bound", "%", "decode over the memory-bandwidth bound"))
+    cols += [
+        Column("peak_mlx", "Peak memory", unit, "largest per-request peak MLX allocation"),
+        Column("peak_rss", "Peak RSS", unit, "largest per-request peak resident memory of the process"),
+        Column("n", "n", "ok / err / unsup", "requests measured / errors / unsupported"),
+    ]
+    return cols
+
+
+def has_bound(df: pd.DataFrame) -> bool:
+    return "decode_bound_tps" in df and bool(df["decode_bound_tps"].notna().any())
+
+
+@dataclass(frozen=True)
+class SpeedStats:
+    """What the summary's speed questions compare, per model."""
+    model: str
+    role: str
+    decode: object  # harness.stats.Summary of per-request decode rates
+    ttft_ms: object
+    peak_bytes: float
+    n: int
+
+
+def _col(g: pd.DataFrame, name: str) -> pd.Series:
+    """A column's non-missing values, or none when older or foreign rows lack the column."""
+    return g[name].dropna() if name in g else pd.Series([], dtype=float)
+
+
+def _first_str(g: pd.DataFrame, col: str) -> str:
+    if col not in g:
+        return ""
+    v = g[col].dropna()
+    return str(v.iloc[0]) if not v.empty else ""
+
+
+def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[SpeedStats], tuple[str, float]]:
+    """The llama-bench-like table: one row per model; with it each model's speed statistics and the
+    memory unit the whole report uses."""
+    m = measured(df)
+    ok = m[m["status"] == "ok"]
+    peaks = ok["peak_mlx_bytes"].dropna() if "peak_mlx_bytes" in ok else pd.Series([], dtype=float)
+    unit, scale = mem_unit(float(peaks.max()) if not peaks.empty else math.nan)
+    cols = speed_columns(df, unit)
+    role_of = roles(df)
+    bound = has_bound(df)
+    rows, stats = [], []
+    counts = m.groupby(["model", "status"]).size().unstack(fill_value=0) if not m.empty else pd.DataFrame()
+    # Merged runs from several machines: the machine joins the backend column, since speed is per machine.
+    hosts = "env_host" in ok and ok["env_host"].nunique() > 1
+    for model, g in ok.groupby("model", sort=True):
+        cells: dict[str, Cell] = {}
+        per_load = g.drop_duplicates("run_id") if "run_id" in g else g.iloc[:1]
+        adapter = _first_str(g, "adapter")
+        backend = ",".join(sorted(g["backend"].dropna().astype(str).unique())) if "backend" in g else ""
+        host = ",".join(sorted(g["env_host"].dropna().astype(str).unique())) if hosts else ""
+        cells["backend"] = Cell(" · ".join(x for x in (adapter, backend, host) if x) or "–")
+        size = _col(per_load, "model_size_bytes")
+        cells["size"] = Cell.of(fmt(size.iloc[0] / scale), "", float(size.iloc[0])) if not size.empty else Cell("–")
+        if "params_b" in g:
+            p = g["params_b"].dropna()
+            cells["params"] = Cell.of(fmt(float(p.iloc[0])), "", float(p.iloc[0])) if not p.empty else Cell("–")
+        cells["load_s"] = _single_or_spread(_col(per_load, "load_s"), "s")
+        cells["import_s"] = _single_or_spread(_col(per_load, "import_s"), "s")
+        cells["ttft_ms"], ttft = _ci_cell(_col(g, "ttft_s"), "ms", 1e3)
+        cells["prefill_tps"], _ = _ci_cell(_col(g, "prefill_tps"), "tok/s")
+        cells["decode_tps"], decode = _ci_cell(_col(g, "decode_tps"), "tok/s")
+        gen, prompt = _col(g, "generated_tokens"), _col(g, "prompt_tokens")
+        out_t = fmt(float(gen.mean())) if not gen.empty else "–"
+        in_t = fmt(float(prompt.mean())) if not prompt.empty else "–"
+        cells["tokens"] = Cell.of(out_t, f" / {in_t}", _num(float(gen.mean())) if not gen.empty else None,
+                                  "decode rates over few tokens are coarse" if not gen.empty and gen.mean() < 16 else "",
+                                  "coarse" if not gen.empty and gen.mean() < 16 else "")
+        cells["wall_s"], _ = _ci_cell(_col(g, "wall_s"), "s")
+        if bound:
+            b = g["decode_bound_tps"].astype(float)
+            share = (g["decode_tps"].astype(float) / b.where(b > 0) * 100).dropna()
+            c, s = _ci_cell(share, "% of the bound")
+            top = float(share.max()) if not share.empty else math.nan
+            if top > 100:
+                c = Cell.of(c.main, c.sub, c.sort, f"impossible: up to {fmt(top)} % of the memory-bandwidth bound; "
+                            "the timing or the bound is wrong", "impossible")
+            cells["bw_pct"] = c
+        peak = float(_col(g, "peak_mlx_bytes").max()) if not _col(g, "peak_mlx_bytes").empty else math.nan
+        rss = float(_col(g, "peak_rss_bytes").max()) if not _col(g, "peak_rss_bytes").empty else math.nan
+        cells["peak_mlx"] = Cell.of(fmt(peak / scale), "", _num(peak), f"max over {len(g)} requests")
+        cells["peak_rss"] = Cell.of(fmt(rss / scale), "", _num(rss), f"max over {len(g)} requests")
+        n_err = int(counts.loc[model].get("error", 0)) if model in counts.index else 0
+        n_uns = int(counts.loc[model].get("unsupported", 0)) if model in counts.index else 0
+        cells["n"] = Cell.of(str(len(g)), f" / {n_err} / {n_uns}", len(g), "", "impossible" if n_err else "")
+        rows.append(ModelRow(model, role_of.get(model, MODEL), _first_str(g, "arch"), _first_str(g, "quantization"),
+                             backend, cells))
+        stats.append(SpeedStats(model, role_of.get(model, MODEL), decode, ttft, peak, len(g)))
+    return cols, rows, stats, (unit, scale)
+
+
+def noisy_columns(row: ModelRow) -> list[str]:
+    return [k for k, c in row.cells.items() if c.cls == "noisy"]
+
+
+# --- accuracy cells ----------------------------------------------------------------------------
+
+def acc_cell(mean: float, lo: float, hi: float, n: int, *, interval: object = "", clusters: object = None,
+             drop: object = None, muted: bool = False) -> Cell:
+    """Accuracy in % with its 95 % interval and n; 'too few samples to tell' when there is no interval.
+
+    `interval` (the method's name) and `clusters` (independent clusters behind it) are shown in
+    the tooltip when accuracy_table gives them."""
+    if not n or mean is None or math.isnan(mean):
+        return Cell("–")
+    parts = [str(interval)] if isinstance(interval, str) and interval else []
+    if clusters is not None and not (isinstance(clusters, float) and math.isnan(clusters)):
+        parts.append(f"{int(clusters)} clusters")
+    method = f" ({', '.join(parts)})" if parts else ""
+    if isinstance(drop, float) and not math.isnan(drop):
+        method += f"; a run this size detects a drop of {100 * drop:.1f} pp"
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return Cell.of(pct(mean), f" (n={n}, too few samples to tell)", 100 * mean,
+                       f"{pct(mean)} %, n={n}: too few samples for an interval", "muted" if muted else "")
+    return Cell.of(pct(mean), f" [{pct(lo)}–{pct(hi)}] n={n}", 100 * mean,
+                   f"{pct(mean)} %, 95 % interval{method} {pct(lo)}–{pct(hi)} %, n={n}"
+                   + ("; not a quality figure" if muted else ""), "muted" if muted else "")
+
+
+# --- environment -------------------------------------------------------------------------------
 
 def environment(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """Every env_* column and the harness version, as recorded (the run card shows them readable)."""
     cols = [c for c in df.columns if c.startswith("env_") or c in ("harness_version", "harness_git", "backend")]
     out = []
     for c in cols:

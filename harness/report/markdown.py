@@ -1,0 +1,73 @@
+"""report.md: the summary and both tables in GitHub Markdown, for a pull-request comment or a
+README. Built from the same `Cell`s as the HTML page, so the figures are the same text.
+
+GitHub refuses comments over 65,536 characters; LIMIT leaves room for a caller's own lines.
+When a run is too large the per-suite columns go first, then rows, and the file says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from harness.report.tables import Column, ModelRow, label
+
+LIMIT = 60_000
+
+
+def cell(text: str) -> str:
+    """One table cell: pipes escaped, one line, and no raw HTML from a model name reaches GitHub."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str]) -> list[str]:
+    out = ["| " + " | ".join(cell(h) for h in header) + " |",
+           "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def render_md(*, title: str, facts: str, notes: Sequence[str], verdicts: Sequence, speed_cols: Sequence[Column],
+              speed_rows: Sequence[ModelRow], acc_cols: Sequence[Column], acc_rows: Sequence[ModelRow],
+              acc_caption: str, speed_caption: str) -> str:
+    head = [f"# {cell(title)}", "", facts, ""]
+    for n in notes:  # one quote each: consecutive quoted lines would run together into one paragraph
+        head += [f"> {cell(n)}", ""]
+    summary = ["## Summary", ""] + table(
+        ["Question", "Verdict", "Margin", "Uncertainty"],
+        [[v.question, v.headline if v.outcome != "tie" else f"tie: {v.headline}", v.margin, v.uncertainty + (f" {v.excluded}" if v.excluded else "")]
+         for v in verdicts], "llll") + [""]
+
+    def speed(rows: Sequence[ModelRow]) -> list[str]:
+        return ["## Speed and memory", "", speed_caption, ""] + table(
+            ["Model"] + [f"{c.label} ({c.unit})" if c.unit else c.label for c in speed_cols],
+            [[label(r.model, r.role)] + [r.cells.get(c.key).text if c.key in r.cells else "–" for c in speed_cols]
+             for r in rows], "l" + "r" * len(speed_cols)) + [""]
+
+    def accuracy(rows: Sequence[ModelRow], cols: Sequence[Column]) -> list[str]:
+        return ["## Accuracy", "", acc_caption, ""] + table(
+            ["Model"] + [f"{c.label} (%)" for c in cols],
+            [[label(r.model, r.role)] + [r.cells[c.key].text if c.key in r.cells else "–" for c in cols]
+             for r in rows], "l" + "r" * len(cols)) + [""]
+
+    def build(n_rows: int, cols: Sequence[Column]) -> str:
+        parts = head + summary + speed(speed_rows[:n_rows]) + accuracy(acc_rows[:n_rows], cols)
+        cut = max(len(speed_rows), len(acc_rows)) - n_rows
+        dropped = len(acc_cols) - len(cols)
+        if dropped:
+            parts.append(f"*{dropped} per-suite column(s) left out to stay under GitHub's comment limit; "
+                         "report.html has them.*")
+        if cut > 0:
+            parts.append(f"*{cut} model row(s) left out to stay under GitHub's comment limit; report.html has them.*")
+        return "\n".join(parts) + "\n"
+
+    n = max(len(speed_rows), len(acc_rows))
+    text = build(n, acc_cols)
+    if len(text) > LIMIT:
+        text = build(n, acc_cols[:3])  # natural, synthetic, overall
+    while len(text) > LIMIT and n > 1:
+        n = max(1, n * 3 // 4)
+        text = build(n, acc_cols[:3])
+    if len(text) > LIMIT:  # a pathological title or verdict: cut the text itself
+        text = text[: LIMIT - 80] + "\n\n*Truncated to stay under GitHub's comment limit; see report.html.*\n"
+    return text
