@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -365,3 +366,16 @@ def test_no_interval_is_a_tie_that_says_why():
     v = verdicts([SpeedStats("a", "model", one, two, 1e9, 1), SpeedStats("b", "model", two, two, 1e9, 3)],
                  pd.DataFrame(columns=["model", "kind"]), {"a": "model", "b": "model"}, ("GB", 1e9))[0]
     assert v.outcome == "tie" and "too few samples to tell them apart" in v.margin and "n=1" in v.uncertainty
+
+
+def test_noise_is_measured_across_repetitions_of_one_sample_not_across_samples():
+    from harness.report.tables import repeat_cv
+
+    spread = pd.DataFrame({"run_id": "r", "suite": "s", "suite_hash": "h", "sample_id": [f"q{i}" for i in range(6)],
+                           "repeat": 0, "decode_tps": [100, 300, 50, 400, 120, 90]})
+    assert math.isnan(repeat_cv(spread, "decode_tps"))  # different prompts differ: not noise
+    steady = pd.DataFrame({"run_id": "r", "suite": "s", "suite_hash": "h", "sample_id": ["a", "a", "b", "b"],
+                           "repeat": [0, 1, 0, 1], "decode_tps": [100, 102, 300, 306]})
+    assert repeat_cv(steady, "decode_tps") < 0.1
+    shaky = steady.assign(decode_tps=[100, 140, 300, 420])
+    assert repeat_cv(shaky, "decode_tps") > 0.1
