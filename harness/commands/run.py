@@ -30,7 +30,7 @@ def configure(r: argparse.ArgumentParser) -> None:
 @command("run", "benchmark models on suites; write parquet and an HTML report", configure)
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
-    from harness.report import render
+    from harness.report import markdown_path, render
     from harness.suites import default_suites
     from harness.tester import VLMTester
 
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     counts = df["status"].value_counts().to_dict()
     print(f"results: {tester.run_dir / 'results.parquet'}")
     print(f"report:  {report}")
+    print(f"summary: {markdown_path(report)}  (Markdown, for a pull request)")
     print("rows:    " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if args.reuse_prefix:
         from harness.speed import reuse_summary
