@@ -118,3 +118,29 @@ def paired_bootstrap(before: Sequence[float] | np.ndarray, after: Sequence[float
     alpha = (1 - level) / 2
     p_drop = float((np.sum(means >= 0) + 1) / (resamples + 1))
     return delta, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), p_drop
+
+
+def bootstrap_medians(values: Sequence[float] | np.ndarray, *, resamples: int = 4000, seed: int = 0) -> np.ndarray:
+    """Medians of `resamples` percentile-bootstrap resamples of the values (nan dropped); empty
+    for no values. The median, not the mean: a load spike that slows a few samples of a run must
+    not carry a verdict."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return np.asarray([], dtype=float)
+    if np.all(v == v[0]):
+        return np.full(resamples, v[0])
+    rng = np.random.default_rng(seed)
+    return np.median(v[rng.integers(0, len(v), size=(resamples, len(v)))], axis=1)
+
+
+def t_greater_p(estimate: float, se: float, df: int) -> float:
+    """One-sided p-value that a normal estimate with standard error `se` (estimated with `df`
+    degrees of freedom) exceeds zero only by chance; nan when it cannot be computed."""
+    from scipy.stats import t
+
+    if df <= 0 or not math.isfinite(se) or not math.isfinite(estimate):
+        return math.nan
+    if se == 0:
+        return 0.0 if estimate > 0 else 1.0
+    return float(t.sf(estimate / se, df))
