@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness import memory_safety
 from harness.adapters import ADAPTERS, Unsupported
+from harness.checkpoint_info import quantization
 from harness.fixtures.common import MANIFEST, content_hash, dir_size
 from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
 from harness.memory import peak_rss_bytes, reset_peak_rss
@@ -23,14 +24,6 @@ _IMAGE_AFTER_TEXT = {"llava_next"}
 
 def check_images(paths: tuple[str, ...]) -> None:
     load_images(paths)
-
-
-def _quantization(config: dict) -> str:
-    q = config.get("quantization") or config.get("quantization_config")
-    if isinstance(q, dict) and q.get("bits"):
-        return f"{q['bits']}bit"
-    dtype = config.get("torch_dtype") or config.get("text_config", {}).get("torch_dtype") or "unknown"
-    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(dtype), str(dtype))
 
 
 @ADAPTERS.register("mlx_vlm")
@@ -126,7 +119,7 @@ class MlxVlmAdapter:
             size_bytes=dir_size(ckpt),
             content_hash=manifest.get("content_hash") or content_hash(ckpt),
             arch=self.arch,
-            quantization=_quantization(config),
+            quantization=quantization(config),
             random_weights=bool(manifest.get("random_weights", False)),
             peak_mlx_bytes=int(mx.get_peak_memory()),
             rss_bytes=peak_rss_bytes(),
