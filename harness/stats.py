@@ -132,15 +132,3 @@ def bootstrap_medians(values: Sequence[float] | np.ndarray, *, resamples: int = 
         return np.full(resamples, v[0])
     rng = np.random.default_rng(seed)
     return np.median(v[rng.integers(0, len(v), size=(resamples, len(v)))], axis=1)
-
-
-def t_greater_p(estimate: float, se: float, df: int) -> float:
-    """One-sided p-value that a normal estimate with standard error `se` (estimated with `df`
-    degrees of freedom) exceeds zero only by chance; nan when it cannot be computed."""
-    from scipy.stats import t
-
-    if df <= 0 or not math.isfinite(se) or not math.isfinite(estimate):
-        return math.nan
-    if se == 0:
-        return 0.0 if estimate > 0 else 1.0
-    return float(t.sf(estimate / se, df))

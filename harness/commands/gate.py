@@ -13,6 +13,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                                           "latest is taken (default: the latest run in reports/runs)")
     p.add_argument("--factor", type=float, default=1.1, help="a timing must be this many times worse to count (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests (default 0.05)")
+    p.add_argument("--runs-combine", choices=("best", "median"), default="best",
+                   help="with several runs a side, each sample's value is the best of its runs (default: load "
+                        "only slows) or their median (asv's choice)")
     p.add_argument("--markdown", help="write a Markdown summary here (for a pull-request comment)")
     p.add_argument("--json", help="write the findings as JSON here")
     p.add_argument("--ignore-environment", action="store_true", help="compare sets measured on different hardware")
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         b, c = _read(baseline, "baseline"), _read(current, "current run")
         if b is None or c is None:
             return INCOMPARABLE
-    result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment)
+    result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment,
+                     consensus=args.runs_combine)
     md = to_markdown(result, baseline=str(baseline), current=str(current))
     for target, text in ((args.markdown, md), (args.json, to_json(result))):
         if target:
