@@ -96,9 +96,14 @@ def _read_path(path: Path, limits: ImageLimits) -> bytes:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
+    except OSError as e:
+        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
     if size > limits.max_bytes:
         raise ImageError(f"image {path} is {size:,} bytes, over the limit of {limits.max_bytes:,} (max_bytes)")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as e:  # a directory, no permission, a device
+        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
 
 
 def _read_data_uri(uri: str, limits: ImageLimits) -> bytes:
@@ -258,6 +263,22 @@ def _read_url(url: str, limits: ImageLimits) -> bytes:
     finally:
         timer.cancel()
         conn.close()
+
+
+def read_bytes(src: str | Path, limits: ImageLimits | None = None) -> bytes:
+    """The encoded bytes of a path, data URI or http(s) URL, after the checks that apply before
+    decoding (size, allowed host, global address, deadline); ImageError names the source."""
+    limits = limits or ImageLimits()
+    if isinstance(src, str) and src.startswith("data:"):
+        return _read_data_uri(src, limits)
+    if isinstance(src, str) and _URL.match(src):
+        return _read_url(src, limits)
+    return _read_path(Path(src).expanduser(), limits)
+
+
+def is_remote(src: str) -> bool:
+    """A URL or data URI rather than a path."""
+    return src.startswith("data:") or bool(_URL.match(src))
 
 
 # -- decoding and converting -----------------------------------------------------------------------
