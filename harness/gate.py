@@ -3,7 +3,7 @@
 Timings: the run, not the sample, is the unit of replication. Load on a shared machine slows a
 whole run, or a stretch of its samples, at once: the samples of one run are not independent
 replicates, and a test that treats them so (Mann–Whitney over samples, as this gate once did)
-failed identical code in 9 of 20 comparisons on a busy machine. So:
+failed identical code in 10 to 12 of 20 comparisons on a busy machine. So:
 
 1. Each run is reduced to one value per sample (the median over its repetitions), and each side
    to one value per sample: the best over its runs (least time, highest rate). Load only ever
@@ -21,12 +21,13 @@ failed identical code in 9 of 20 comparisons on a busy machine. So:
    All timing tests of one gate are one family, Holm-adjusted: twenty-odd tests at 5 % each
    would fail identical code most of the time (asv, similarly, asks p < 0.002 per benchmark).
 
-One run a side cannot tell a burst of load over a whole suite from a regression; measured on
-this project's CI-like machine it raised false alarms in 6 of 20 identical comparisons. The
+One run a side cannot tell a burst of load over a whole suite from a regression; on a busy
+development machine it raised false alarms in 6 of 20 identical comparisons (0 of 20 when
+quieter). The
 design that works on shared runners is asv continuous's: measure baseline and candidate in the
 same job, interleaved (A B B A A B per model), several rounds, so that each side has runs the
-load missed: `vlm-harness gate --interleave REV_A REV_B` (harness/interleave.py), 1 false alarm
-in 20 with 3 rounds. asv's step detection finds changes in a long commit history; a pull-request
+load missed: `vlm-harness gate --interleave REV_A REV_B` (harness/interleave.py), 1 and 0 false
+alarms in two sets of 20 with 3 rounds. asv's step detection finds changes in a long commit history; a pull-request
 gate has two revisions, so it compares them directly. benchmarks/gate_rates.py measures these
 rates from real runs (README, "The report and the gate").
 
