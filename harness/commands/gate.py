@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         baseline = Path(args.baseline) if args.baseline else reports_dir() / "baseline"
         try:
             current = resolve_run(Path(args.current) if args.current else reports_dir() / "runs")
+            if baseline.is_dir():  # a baseline folder, a run, or a folder of runs (its latest)
+                baseline = resolve_run(baseline)
         except BaselineError as e:
             print(f"vlm-harness gate: {e}", file=sys.stderr)
             return INCOMPARABLE

@@ -41,6 +41,11 @@ def local_image(value: str, root: Path, *, allow_outside: bool, where: str) -> P
     if not allow_outside and not inside(path, root):
         raise SuiteError(f"{where}: image path {value!r} leads outside the dataset folder {root}; move the image "
                          "into it, or set allow_outside = true in the suite's [params] if that is intended")
+    # A missing file fails its sample at run time; one that exists but cannot be read at all (a
+    # folder, no permission) would stop the suite's hashing, so it is named here instead.
+    if path.exists() and (not path.is_file() or not os.access(path, os.R_OK)):
+        raise SuiteError(f"{where}: image path {value!r} ({path}) is not a readable file; fix the path or the "
+                         "file's permissions")
     return path
 
 
