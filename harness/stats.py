@@ -131,4 +131,10 @@ def bootstrap_medians(values: Sequence[float] | np.ndarray, *, resamples: int = 
     if np.all(v == v[0]):
         return np.full(resamples, v[0])
     rng = np.random.default_rng(seed)
-    return np.median(v[rng.integers(0, len(v), size=(resamples, len(v)))], axis=1)
+    # Chunked so a 100,000-sample suite does not allocate resamples × n indices at once.
+    out = np.empty(resamples)
+    step = max(1, 2_000_000 // len(v))
+    for start in range(0, resamples, step):
+        stop = min(resamples, start + step)
+        out[start:stop] = np.median(v[rng.integers(0, len(v), size=(stop - start, len(v)))], axis=1)
+    return out

@@ -330,3 +330,13 @@ def test_interleave_measures_two_revisions_in_this_job(fixtures_root, tmp_path, 
     assert {f["runs_baseline"] for f in doc["findings"] if f["metric"] == "ttft_s"} == {2}
     assert not (tmp_path / "il" / "checkouts").exists()  # the worktrees are removed
     assert main(["gate", "--interleave", "HEAD", "no-such-revision", "--out", str(tmp_path / "il2")]) == 2
+
+
+def test_bootstrap_medians_is_seeded_and_bounded_in_memory():
+    from harness.stats import bootstrap_medians
+
+    v = np.random.default_rng(0).normal(0, 1, 50_000)
+    a, b = bootstrap_medians(v, resamples=200), bootstrap_medians(v, resamples=200)
+    assert np.array_equal(a, b) and len(a) == 200
+    assert abs(float(np.median(a))) < 0.02  # the median of a centred normal
+    assert len(bootstrap_medians([])) == 0 and set(bootstrap_medians([2.0, 2.0], resamples=5)) == {2.0}
