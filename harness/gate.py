@@ -186,8 +186,8 @@ class Timing:
     current: float
     change: float  # relative, signed so negative is worse
     ratio: float  # median paired ratio, above 1 is worse
-    p_worse: float  # one run a side: P(ratio ≤ factor); several: P(no slowdown), t-test over runs
-    p_better: float
+    p_worse: float  # bootstrap probability that the ratio is at most the factor (before Holm)
+    p_better: float  # ... that the ratio is at least 1 / factor
     how: str  # what the test could use, for the note
     n_samples: int
     runs_baseline: int

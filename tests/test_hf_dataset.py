@@ -296,3 +296,23 @@ def test_a_data_uri_cell_goes_through_the_image_checks(tmp_path, monkeypatch):
                                   extra='columns = { image = "image", question = "question", answers = "answer" }\n')))
     assert Path(s.samples[0].images[0]).read_bytes() == _jpeg()
     assert not Path(s.samples[1].images[0]).exists()  # refused (host not allowed): that sample's error row
+
+
+def test_a_missing_image_path_fails_its_sample_alone_in_a_run(tmp_path, fixtures_root):
+    from harness.tester import VLMTester
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(_jpeg())
+    pd.DataFrame({"question": ["q0", "q1"], "answer": ["a", "b"], "image": ["a.jpg", "gone.jpg"]}).to_parquet(
+        data / "rows.parquet")
+    path = suite_file(tmp_path, "mine", "custom", "exact_match", "./mine/rows.parquet",
+                      extra='columns = { image = "image", question = "question", answers = "answer" }\n')
+    df = VLMTester(tmp_path / "runs", progress=False, warmup=0, fixtures_root=fixtures_root).run(
+        ["fixture-qwen2_5_vl"], [str(path)])
+    assert dict(zip(df["sample_id"], df["status"], strict=True)) == {"000000": "ok", "000001": "error"}
+    err = df.loc[df.sample_id == "000001", "error"].item()
+    assert str(data / "gone.jpg") in err and "does not exist" in err  # the user's file, by name
+    import json
+
+    assert json.loads(df.loc[df.sample_id == "000000", "preprocessing"].item())["images"][0]["format"] == "JPEG"
