@@ -12,6 +12,9 @@ gated against each other in the three ways the gate is used:
   `vlm-harness gate --interleave` runs two revisions, both directions (2 × (N − 5) comparisons);
 - a baseline of three runs against the run after them (N − 3 comparisons).
 
+`--real-interleave K` also runs `vlm-harness gate --interleave HEAD HEAD` for real K times (3
+rounds, the same models and suites) and gates each pair of sides the same way.
+
 A false alarm is exit code 1 between identical runs. Detection is measured on PLANTED changes,
 made to a copy of the current side: every timing 20 % worse (ttft × 1.2, rates ÷ 1.2), and,
 separately, half of the reference model's right answers on synthetic-shapes scored wrong.
@@ -85,6 +88,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--factor", type=float, default=1.1)
     ap.add_argument("--json", help="write every trial here")
+    ap.add_argument("--real-interleave", type=int, default=0, help="also measure HEAD against HEAD, interleaved, K times")
     args = ap.parse_args()
     out = Path(args.runs)
     if args.make:
@@ -107,6 +111,18 @@ def main() -> int:
     designs["interleaved, 3 runs a side"] = inter
     designs["baseline of 3 runs vs the next run"] = [
         trial(cat([t, t + 1, t + 2]), runs[t + 3], args.factor) for t in range(len(runs) - 3)]
+
+    if args.real_interleave:
+        from harness.interleave import measure_interleaved
+
+        real = []
+        for k in range(args.real_interleave):
+            print(f"interleaved HEAD vs HEAD {k + 1}/{args.real_interleave}", file=sys.stderr)
+            a, b = measure_interleaved("HEAD", "HEAD", out=out.parent / f"{out.name}-interleave-{k:02d}", rounds=3,
+                                       models=MODELS, suites=SUITES, limit=args.limit,
+                                       repo=Path(__file__).resolve().parent)
+            real.append(trial(read_results(*a), read_results(*b), args.factor))
+        designs["real --interleave HEAD HEAD, 3 rounds"] = real
 
     print(f"{len(runs)} identical runs in {out} ({', '.join(MODELS)} on {', '.join(SUITES)}, "
           f"--limit {args.limit}); factor {args.factor:g}, alpha 0.05\n")
