@@ -1,4 +1,5 @@
-"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline), tests,
+"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline, or two
+revisions measured interleaved), tests,
 tests_transformers (the optional transformers adapter, with CPU torch), perf, lint."""
 
 from __future__ import annotations
@@ -28,14 +29,22 @@ def gate(session: nox.Session) -> None:
     """Compare the latest run in reports/runs against reports/baseline; fails on a significant
     regression, writes reports/gate.md (for a pull-request comment) and reports/gate.json.
     Extra arguments go to `vlm-harness gate`, e.g. `nox -s gate -- --factor 1.2`; `-- --promote`
-    makes the latest run the baseline when it passes (or when there is none yet)."""
+    makes the latest run the baseline when it passes (or when there is none yet).
+
+    On a shared CI runner, measure both revisions here instead, interleaved per model:
+    `nox -s gate -- --interleave origin/main HEAD` (3 rounds each; add -m/-s/--limit to choose
+    what runs). Each revision runs from its own git worktree with PYTHONPATH on it."""
     from pathlib import Path
 
+    interleave = "--interleave" in session.posargs
     missing = not (Path("reports/baseline") / "results.parquet").exists()
-    if missing and not {"--baseline", "--promote"} & set(session.posargs):
+    if missing and not interleave and not {"--baseline", "--promote"} & set(session.posargs):
         session.skip("no baseline at reports/baseline: promote a run with "
-                     "`vlm-harness baseline update reports/runs/<run>` (or pass -- --baseline PATH)")
+                     "`vlm-harness baseline update reports/runs/<run>` (or pass -- --baseline PATH, "
+                     "or measure both revisions with -- --interleave REV_A REV_B)")
     session.install("-e", ".")
+    if interleave:
+        session.run("vlm-harness", "fixtures", "build")
     session.run("vlm-harness", "gate", "--markdown", "reports/gate.md", "--json", "reports/gate.json", *session.posargs)
 
 

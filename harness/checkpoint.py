@@ -79,7 +79,8 @@ def quantization(config: Mapping[str, Any]) -> str:
     q = config.get("quantization") or config.get("quantization_config")
     if isinstance(q, dict) and q.get("bits"):
         return f"{q['bits']}bit"
-    dtype = config.get("torch_dtype") or (config.get("text_config") or {}).get("torch_dtype") or "unknown"
+    text = config.get("text_config")
+    dtype = config.get("torch_dtype") or (text.get("torch_dtype") if isinstance(text, dict) else None) or "unknown"
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(dtype), str(dtype))
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -48,7 +49,7 @@ class ImageLimits:
     max_pixels: int = 100_000_000  # decoded pixels per image, checked from the header before decoding
     allow_hosts: tuple[str, ...] = ()  # hosts http(s) images may be fetched from; none by default
     allow_private: bool = False  # fetch from loopback, private and link-local addresses
-    timeout_s: float = 10.0  # fetching one URL image
+    timeout_s: float = 10.0  # fetching one URL image, in all (connecting, headers and body)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageLimits:
@@ -95,9 +96,14 @@ def _read_path(path: Path, limits: ImageLimits) -> bytes:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ImageError(f"image {path} does not exist") from None
+    except OSError as e:
+        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
     if size > limits.max_bytes:
         raise ImageError(f"image {path} is {size:,} bytes, over the limit of {limits.max_bytes:,} (max_bytes)")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as e:  # a directory, no permission, a device
+        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
 
 
 def _read_data_uri(uri: str, limits: ImageLimits) -> bytes:
@@ -138,13 +144,51 @@ def check_url(url: str, limits: ImageLimits) -> tuple[str, int, list[str]]:
     addresses = sorted({info[4][0] for info in infos})
     if not limits.private_allowed():
         for a in addresses:
-            ip = ipaddress.ip_address(a.split("%")[0])
-            if ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
+            why = address_problem(a)
+            if why:
                 raise ImageError(
-                    f"image URL {url}: {host!r} resolves to {a}, a loopback/private/link-local address; "
-                    f"refused unless allow_private = true (or ${PRIVATE_ENV}=1)"
+                    f"image URL {url}: {host!r} resolves to {a}, {why}; only globally reachable addresses are "
+                    f"fetched, unless allow_private = true (or ${PRIVATE_ENV}=1)"
                 )
     return host, port, addresses
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_problem(address: str) -> str | None:
+    """Why an address is not one a URL image may come from; None for a globally reachable one.
+
+    Python's `is_global` (IANA's special-purpose registries) is the rule, which covers loopback,
+    private, link-local, carrier-grade NAT (100.64.0.0/10), reserved, benchmarking, documentation
+    and unspecified addresses. On top of it: multicast, deprecated site-local IPv6, and any
+    IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo), which reaches that
+    IPv4 address whatever the wrapper says."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "an IPv4-mapped IPv6 address"
+        if ip in _NAT64:
+            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+            if address_problem(str(inner)):
+                return f"a NAT64 address of {inner}, which is not global"
+        for inner in (ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+            if inner is not None and address_problem(str(inner)):
+                return f"an IPv6 address carrying {inner}, which is not global"
+        if ip.is_site_local:
+            return "a site-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if not ip.is_global:
+        kind = next((name for name, flag in (
+            ("loopback", ip.is_loopback), ("link-local", ip.is_link_local), ("unspecified", ip.is_unspecified),
+            ("carrier-grade NAT", isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10")),
+            ("reserved", ip.is_reserved), ("private", ip.is_private)) if flag), "special-purpose")
+        return f"a {kind} address, not globally reachable"
+    return None
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
@@ -170,8 +214,29 @@ def _read_url(url: str, limits: ImageLimits) -> bytes:
         conn: http.client.HTTPConnection = _PinnedHTTPS(host, address, port, limits.timeout_s)
     else:
         conn = http.client.HTTPConnection(address, port, timeout=limits.timeout_s)
+    # The socket timeout bounds each read, not the fetch: a server trickling a byte a second
+    # would hold it for ever. A timer closes the connection when the whole fetch's time is up.
+    expired = threading.Event()
+    sockets: list[socket.socket] = []  # the response keeps the socket after the connection lets go of it
+
+    def expire() -> None:
+        expired.set()
+        for sock in sockets or ([conn.sock] if conn.sock is not None else []):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(limits.timeout_s, expire)
+    timer.daemon = True
+    timer.start()
+    late = f"image URL {url} took longer than {limits.timeout_s:g} s in all (timeout_s)"
     try:
         conn.request("GET", path, headers={"Host": parts.netloc, "User-Agent": "vlm-harness"})
+        if conn.sock is not None:
+            sockets.append(conn.sock)
+        if expired.is_set():
+            raise ImageError(late)
         resp = conn.getresponse()
         if resp.status != 200:
             # Redirects are not followed: the target would need the same checks, and images rarely move.
@@ -179,14 +244,41 @@ def _read_url(url: str, limits: ImageLimits) -> bytes:
         declared = resp.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > limits.max_bytes:
             raise ImageError(f"image URL {url} is {int(declared):,} bytes, over the limit of {limits.max_bytes:,} (max_bytes)")
-        data = resp.read(limits.max_bytes + 1)
-        if len(data) > limits.max_bytes:
+        chunks, size = [], 0
+        while size <= limits.max_bytes:
+            piece = resp.read1(65536)
+            if not piece:
+                break
+            chunks.append(piece)
+            size += len(piece)
+        if expired.is_set():  # the shutdown can look like a short, complete body
+            raise ImageError(late)
+        if size > limits.max_bytes:
             raise ImageError(f"image URL {url} is over the limit of {limits.max_bytes:,} bytes (max_bytes)")
-        return data
+        return b"".join(chunks)
     except (OSError, http.client.HTTPException) as e:
+        if expired.is_set():
+            raise ImageError(late) from None
         raise ImageError(f"image URL {url} could not be fetched ({type(e).__name__}: {e})") from None
     finally:
+        timer.cancel()
         conn.close()
+
+
+def read_bytes(src: str | Path, limits: ImageLimits | None = None) -> bytes:
+    """The encoded bytes of a path, data URI or http(s) URL, after the checks that apply before
+    decoding (size, allowed host, global address, deadline); ImageError names the source."""
+    limits = limits or ImageLimits()
+    if isinstance(src, str) and src.startswith("data:"):
+        return _read_data_uri(src, limits)
+    if isinstance(src, str) and _URL.match(src):
+        return _read_url(src, limits)
+    return _read_path(Path(src).expanduser(), limits)
+
+
+def is_remote(src: str) -> bool:
+    """A URL or data URI rather than a path."""
+    return src.startswith("data:") or bool(_URL.match(src))
 
 
 # -- decoding and converting -----------------------------------------------------------------------

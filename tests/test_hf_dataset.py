@@ -237,3 +237,88 @@ def test_the_repository_datasets_folder_does_not_shadow_the_library():
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "site-packages" in r.stdout
+
+
+def _jpeg(colour=(200, 30, 30)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_images_keep_the_users_bytes_and_paths_stay_in_the_dataset_folder(tmp_path):
+    import io
+
+    data = tmp_path / "mine"
+    (data / "img").mkdir(parents=True)
+    (data / "img" / "a.jpg").write_bytes(_jpeg())
+    (tmp_path / "secret.png").write_bytes(b"not for the cache")
+    bmp = io.BytesIO()
+    image(1).save(bmp, format="BMP")
+    rows = {"question": ["q0", "q1", "q2"], "answer": ["a", "b", "c"],
+            "image": ["img/a.jpg", "img/gone.png", "img/a.jpg"]}
+    pd.DataFrame(rows).to_parquet(data / "paths.parquet")
+    path = suite_file(tmp_path, "mine", "custom", "exact_match", "./mine/paths.parquet",
+                      extra='columns = { image = "image", question = "question", answers = "answer" }\n')
+    s = load_suite(str(path))
+    # a path cell is the user's own file, in place: its bytes, its format, its name in errors
+    assert s.samples[0].images == (str(data / "img" / "a.jpg"),)
+    assert s.samples[1].images == (str(data / "img" / "gone.png"),)  # missing: fails that sample alone
+    # a path out of the dataset's folder is refused, naming the row and the fix
+    pd.DataFrame({**rows, "image": ["img/a.jpg", "../../../../../../etc/passwd", "img/a.jpg"]}).to_parquet(
+        data / "paths.parquet")
+    with pytest.raises(SuiteError, match=r"row 1: image path '.*etc/passwd' leads outside the dataset folder.*"
+                                         r"allow_outside = true"):
+        load_suite(str(path))
+    pd.DataFrame({**rows, "image": ["img/a.jpg", "../secret.png", "img/a.jpg"]}).to_parquet(data / "paths.parquet")
+    allowed = suite_file(tmp_path, "mine", "custom", "exact_match", "./mine/paths.parquet",
+                         extra='allow_outside = true\ncolumns = { image = "image", question = "question", '
+                               'answers = "answer" }\n')
+    assert Path(load_suite(str(allowed)).samples[1].images[0]).resolve() == (tmp_path / "secret.png").resolve()
+    # embedded bytes are written unchanged, under their own format's extension (BMP is not made PNG)
+    emb = pd.DataFrame({"question": ["q0", "q1"], "answer": ["a", "b"],
+                        "image": [{"bytes": _jpeg(), "path": None}, {"bytes": bmp.getvalue(), "path": None}]})
+    datasets.Dataset.from_pandas(emb, features=features(question=datasets.Value("string"),
+                                                        answer=datasets.Value("string")),
+                                 preserve_index=False).save_to_disk(str(tmp_path / "emb"))
+    s = load_suite(str(suite_file(tmp_path, "emb", "custom", "exact_match", "./emb", extra='split = "train"\n'
+                                  'columns = { image = "image", question = "question", answers = "answer" }\n')))
+    kept = [Path(x.images[0]) for x in s.samples]
+    assert [k.suffix for k in kept] == [".jpg", ".bmp"]
+    assert kept[0].read_bytes() == _jpeg() and kept[1].read_bytes() == bmp.getvalue()
+
+
+def test_a_data_uri_cell_goes_through_the_image_checks(tmp_path, monkeypatch):
+    import base64
+
+    from harness.images import HOSTS_ENV
+
+    monkeypatch.delenv(HOSTS_ENV, raising=False)
+    uri = "data:image/jpeg;base64," + base64.b64encode(_jpeg()).decode()
+    pd.DataFrame({"question": ["q0", "q1"], "answer": ["a", "b"],
+                  "image": [uri, "http://127.0.0.1:9/nope.png"]}).to_parquet(tmp_path / "uris.parquet")
+    s = load_suite(str(suite_file(tmp_path, "uris", "custom", "exact_match", "./uris.parquet",
+                                  extra='columns = { image = "image", question = "question", answers = "answer" }\n')))
+    assert Path(s.samples[0].images[0]).read_bytes() == _jpeg()
+    assert not Path(s.samples[1].images[0]).exists()  # refused (host not allowed): that sample's error row
+
+
+def test_a_missing_image_path_fails_its_sample_alone_in_a_run(tmp_path, fixtures_root):
+    from harness.tester import VLMTester
+
+    data = tmp_path / "mine"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(_jpeg())
+    pd.DataFrame({"question": ["q0", "q1"], "answer": ["a", "b"], "image": ["a.jpg", "gone.jpg"]}).to_parquet(
+        data / "rows.parquet")
+    path = suite_file(tmp_path, "mine", "custom", "exact_match", "./mine/rows.parquet",
+                      extra='columns = { image = "image", question = "question", answers = "answer" }\n')
+    df = VLMTester(tmp_path / "runs", progress=False, warmup=0, fixtures_root=fixtures_root).run(
+        ["fixture-qwen2_5_vl"], [str(path)])
+    assert dict(zip(df["sample_id"], df["status"], strict=True)) == {"000000": "ok", "000001": "error"}
+    err = df.loc[df.sample_id == "000001", "error"].item()
+    assert str(data / "gone.jpg") in err and "does not exist" in err  # the user's file, by name
+    import json
+
+    assert json.loads(df.loc[df.sample_id == "000000", "preprocessing"].item())["images"][0]["format"] == "JPEG"

@@ -5,6 +5,7 @@ import io
 import json
 import struct
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -251,6 +252,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(PNG)))
             self.end_headers()
             self.wfile.write(PNG)
+        elif self.path == "/trickle.png":  # a byte every 0.4 s: each read is quick, the whole never ends
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(PNG)))
+            self.end_headers()
+            try:
+                for byte in PNG[:60]:  # bounded: stops by itself after ~24 s even if nobody hangs up
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.4)
+            except OSError:
+                pass
         else:
             self.send_error(404)
 
@@ -276,7 +289,7 @@ def test_url_host_must_be_allowed(http_server, monkeypatch):
 
 def test_loopback_is_refused_by_default_and_allowed_when_configured(http_server, monkeypatch):
     monkeypatch.delenv(PRIVATE_ENV, raising=False)
-    with pytest.raises(ImageError, match="loopback/private"):
+    with pytest.raises(ImageError, match="a loopback address, not globally reachable"):
         load_image(f"{http_server}/img.png", ImageLimits(allow_hosts=("127.0.0.1",)))
     im, rec = load_image(f"{http_server}/img.png", ImageLimits(allow_hosts=("127.0.0.1",), allow_private=True))
     assert im.size == (10, 10) and rec["bytes"] == len(PNG)
@@ -289,7 +302,7 @@ def test_loopback_is_refused_by_default_and_allowed_when_configured(http_server,
 def test_every_resolved_address_is_checked(monkeypatch):
     # "localhost" resolves to loopback addresses only: refused even though the host is allowed.
     monkeypatch.delenv(PRIVATE_ENV, raising=False)
-    with pytest.raises(ImageError, match="loopback/private"):
+    with pytest.raises(ImageError, match="a loopback address, not globally reachable"):
         load_image("http://localhost:9/x.png", ImageLimits(allow_hosts=("localhost",)))
 
 
@@ -301,3 +314,52 @@ def test_url_errors_and_size_limit(http_server):
         load_image(f"{http_server}/img.png", ImageLimits(allow_hosts=("127.0.0.1",), allow_private=True, max_bytes=10))
     with pytest.raises(ImageError, match="http"):
         load_image("ftp://127.0.0.1/x.png", ok)
+
+
+def test_a_trickling_server_cannot_hold_a_fetch_past_timeout_s(http_server):
+    limits = ImageLimits(allow_hosts=("127.0.0.1",), allow_private=True, timeout_s=1.5)
+    t0 = time.monotonic()
+    with pytest.raises(ImageError, match=r"took longer than 1.5 s in all \(timeout_s\)"):
+        load_image(f"{http_server}/trickle.png", limits)
+    assert time.monotonic() - t0 < 3.0
+    # the same limits fetch a prompt server's image
+    assert load_image(f"{http_server}/img.png", limits)[0].size == (10, 10)
+
+
+@pytest.mark.parametrize("address, why", [
+    ("127.0.0.1", "loopback"), ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"),
+    ("169.254.169.254", "link-local"), ("100.64.0.1", "carrier-grade NAT"), ("100.127.255.254", "carrier-grade NAT"),
+    ("0.0.0.0", "unspecified"), ("240.0.0.1", "reserved"), ("255.255.255.255", "not globally reachable"),
+    ("224.0.0.1", "multicast"), ("239.255.255.250", "multicast"), ("198.18.0.1", "not globally reachable"),
+    ("192.0.2.1", "not globally reachable"), ("192.0.0.1", "not globally reachable"),
+    ("::1", "loopback"), ("::", "unspecified"), ("fe80::1%eth0", "link-local"), ("fc00::1", "private"),
+    ("fec0::1", "site-local"), ("ff02::1", "multicast"), ("ff0e::1", "multicast"), ("2001:db8::1", "not globally"),
+    ("::ffff:127.0.0.1", "IPv4-mapped"), ("::ffff:8.8.8.8", "IPv4-mapped"), ("64:ff9b::7f00:1", "NAT64"),
+    ("64:ff9b::a00:1", "NAT64"), ("2002:7f00:1::", "carrying 127.0.0.1"), ("2002:a00:1::1", "carrying 10.0.0.1"),
+    ("not-an-ip", "not an IP address"),
+])
+def test_every_non_global_address_is_refused(address, why):
+    """Unit checks of the rule alone: no traffic goes to any of these addresses."""
+    from harness.images import address_problem
+
+    problem = address_problem(address)
+    assert problem is not None and why in problem
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808",
+                                     "2002:808:808::1"])
+def test_global_addresses_pass(address):
+    from harness.images import address_problem
+
+    assert address_problem(address) is None
+
+
+def test_a_carrier_grade_nat_host_is_refused_before_any_connection(monkeypatch):
+    import socket as socket_module
+
+    monkeypatch.delenv(PRIVATE_ENV, raising=False)
+    # A name that resolves to 100.64.0.1: the resolver is replaced, so nothing is sent anywhere.
+    monkeypatch.setattr(socket_module, "getaddrinfo",
+                        lambda *a, **k: [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", ("100.64.0.1", 80))])
+    with pytest.raises(ImageError, match="100.64.0.1, a carrier-grade NAT address"):
+        load_image("http://cgn.example/x.png", ImageLimits(allow_hosts=("cgn.example",)))

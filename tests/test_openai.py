@@ -160,8 +160,8 @@ class _Bad(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         self.server.last_body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         mode = self.server.mode
-        if mode == "500":
-            self.send_response(500)
+        if mode in ("500", "429"):
+            self.send_response(int(mode))
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(b'{"error": "model exploded"}')
@@ -180,7 +180,19 @@ class _Bad(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(1.5)
             return
+        if mode == "endless":  # ignores max_tokens; stops when the client hangs up (bounded regardless)
+            try:
+                for _ in range(200_000):
+                    self.wfile.write(_chunk("x"))
+            except OSError:
+                pass
+            return
+        if mode == "empty":
+            self.wfile.write(_chunk(None, "stop") + b"data: [DONE]\n\n")
+            return
         self.wfile.write(_chunk("a") + _chunk("b"))
+        if mode == "no-usage":
+            self.wfile.write(_chunk(None, "stop") + b"data: [DONE]\n\n")
         if mode == "bad-json":
             self.wfile.write(b"data: {not json\n\n")
         elif mode == "ok":
@@ -211,6 +223,8 @@ def test_a_well_behaved_stub_parses(bad_server):
 
 @pytest.mark.parametrize("mode, message", [
     ("500", "HTTP 500.*model exploded"),
+    ("429", "HTTP 429"),
+    ("empty", "empty answer: .*finish_reason stop"),
     ("bad-json", "malformed JSON in the stream after 2 token"),
     ("cut", "stream ended before the answer finished"),
     ("whole-bad", "malformed JSON answer"),
@@ -262,3 +276,34 @@ def test_several_turns_send_the_models_own_answers_back(bad_server):
     assert msgs[1]["content"] == "ab" and msgs[2]["content"] == "And its colour?"
     assert msgs[0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert bad_server.last_body["stream_options"] == {"include_usage": True}
+
+
+def test_max_tokens_is_sent_and_kept_when_the_server_ignores_it(bad_server):
+    bad_server.mode = "endless"
+    t0 = time.monotonic()
+    m = _adapter(bad_server).generate(sample(), 8)
+    assert time.monotonic() - t0 < 5
+    assert bad_server.last_body["max_tokens"] == 8
+    assert m.text == "x" * 8 and m.generated_tokens == 8 and m.finish_reason == "length"
+    request = json.loads(m.preprocessing)["request"]
+    assert request["max_tokens"] == 8 and "stopped reading after 8" in request["cut"]
+    bad_server.mode = "ok"  # a server that keeps the limit leaves no note
+    assert "cut" not in json.loads(_adapter(bad_server).generate(sample(), 8).preprocessing)["request"]
+
+
+def test_missing_usage_is_null_not_zero(bad_server):
+    bad_server.mode = "no-usage"
+    m = _adapter(bad_server).generate(sample(), 8)
+    assert m.text == "ab" and m.generated_tokens == 2  # counted by the client
+    assert m.prompt_tokens is None and m.server_prompt_tokens is None and m.server_completion_tokens is None
+    import math
+
+    assert math.isnan(m.prefill_tps)
+
+
+def test_the_adapter_uses_no_private_helper_of_another_module():
+    import re
+
+    import harness.adapters.openai as mod
+
+    assert not re.search(r"from harness\.[\w.]+ import [^\n]*\b_[a-z]", Path(mod.__file__).read_text())

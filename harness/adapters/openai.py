@@ -4,6 +4,14 @@ Images go as PNG data URIs after harness.images, so a served model sees the same
 in-process one. The answer is streamed (server-sent events) so the client can time the first token
 and the decode rate itself; what the server says about itself (usage, llama.cpp-style `timings`)
 goes into separate server_* columns, never mixed with the client's figures. Standard library only.
+
+Limits the client keeps whatever the server does: `max_tokens` is sent, and the stream is cut
+after max_tokens content chunks (one per token on the servers we know), so a server that ignores
+the limit yields a row with finish_reason "length" and a note in its `preprocessing` record
+(request.cut), never 20,000 tokens. An answer with no text at all is an error row ("empty
+answer"): no server we know returns one for a working model, and a score of 0 for it would hide a
+broken chat template or a dropped image. Counts the server did not report (no usage block) are
+null, never 0: only the server can count prompt tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from harness.images import load_images, record_json, to_data_uri
 from harness.memory import peak_rss_bytes
 from harness.models import ModelError, ModelSpec
 from harness.records import LoadStats, Measurement, Sample
+
+WHOLE_ANSWER_BYTES = 16_000_000  # an answer sent in one piece (no stream) larger than this is refused
 
 
 class ServerError(RuntimeError):
@@ -50,6 +60,8 @@ class OpenAIAdapter:
         self.path = path
         self.scheme, self.host, self.port, self.prefix = api_base(spec.base_url)
         self.api_model = spec.api_model or path  # a served fixture is known by its directory
+        self._cut = ""  # why the last answer was cut at max_tokens by the client; "" when it was not
+        self._cut_stream = False
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
@@ -123,10 +135,16 @@ class OpenAIAdapter:
             turn_outputs.append(answer)
             messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
         m = self._request(self._body(messages, max_tokens))
-        return replace(m, preprocessing=record_json(records, self.spec.images), turn_outputs=tuple(turn_outputs))
+        record = json.loads(record_json(records, self.spec.images))
+        record["request"] = {"max_tokens": max_tokens}
+        if self._cut:
+            record["request"]["cut"] = self._cut
+        preprocessing = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        return replace(m, preprocessing=preprocessing, turn_outputs=tuple(turn_outputs))
 
     def _request(self, body: dict[str, Any]) -> Measurement:
         timeout = self.spec.timeout_s
+        self._cut, self._cut_stream = "", False
         # From sending the request: images are decoded beforehand, as in the in-process adapter.
         t0 = time.perf_counter()
         deadline = t0 + timeout
@@ -145,14 +163,18 @@ class OpenAIAdapter:
                 raise ServerError(f"HTTP {resp.status} {resp.reason} from {self._where()}: {detail}")
             ctype = resp.getheader("Content-Type", "")
             if "text/event-stream" in ctype:
-                out = self._read_stream(resp, t0, deadline)
+                out = self._read_stream(resp, t0, deadline, int(body["max_tokens"]))
             else:  # a server that ignores stream=true answers in one piece: no per-token timing
-                out = self._read_whole(resp, t0)
+                out = self._read_whole(resp, t0, deadline, int(body["max_tokens"]))
         finally:
             conn.close()
         wall = time.perf_counter() - t0
         times, text, usage, timings, finish = out
         n = len(times)
+        if not text:
+            raise ServerError(f"empty answer: the server at {self._where()} finished (finish_reason "
+                              f"{finish or 'none'}) without any text; check the model's chat template and that "
+                              "it accepts images")
         usage = usage or {}
         timings = timings or {}
         prompt_tokens = usage.get("prompt_tokens")
@@ -161,11 +183,12 @@ class OpenAIAdapter:
         ttft = times[0] if times else math.nan
         return Measurement(
             text=text,
-            prompt_tokens=int(prompt_tokens or 0),  # only the server can count these
-            # The server's count when it gives one: a token that ends mid-character arrives as no text.
-            generated_tokens=_int(usage.get("completion_tokens")) or n,
+            prompt_tokens=_int(prompt_tokens),  # only the server can count these: null without usage
+            # The server's count when it gives one (a token that ends mid-character arrives as no
+            # text), unless the client cut the stream: then what the client kept.
+            generated_tokens=n if self._cut_stream else (_int(usage.get("completion_tokens")) or n),
             ttft_s=ttft,
-            prefill_tps=prompt_tokens / ttft if prompt_tokens and ttft > 0 else math.nan,
+            prefill_tps=_int(prompt_tokens) / ttft if _int(prompt_tokens) and ttft > 0 else math.nan,
             decode_tps=decode,
             wall_s=wall,
             peak_mlx_bytes=0,
@@ -179,7 +202,7 @@ class OpenAIAdapter:
             server_decode_tps=_float(timings.get("predicted_per_second")),
         )
 
-    def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float) -> tuple:
+    def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
         times: list[float] = []
         pieces: list[str] = []
         usage = timings = None
@@ -214,22 +237,50 @@ class OpenAIAdapter:
             if "error" in chunk:
                 raise ServerError(f"the server reported an error mid-stream: {str(chunk['error'])[:200]}")
             now = time.perf_counter() - t0
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    pieces.append(delta["content"])
+            choices = chunk.get("choices") or []
+            if not isinstance(choices, list):
+                raise ServerError(f"unexpected stream chunk ('choices' is not a list): {data[:80]!r}")
+            for choice in choices:
+                delta = (choice.get("delta") if isinstance(choice, dict) else None) or {}
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if content and len(pieces) >= max_tokens:
+                    # A server that ignores max_tokens: the limit is kept here, and the row says so.
+                    self._cut = (f"the server sent more than max_tokens = {max_tokens} content chunks; the client "
+                                 f"stopped reading after {max_tokens}")
+                    self._cut_stream = True
+                    return times, "".join(pieces), None, None, "length"
+                if content:
+                    pieces.append(str(content))
                     times.append(now)
-                if choice.get("finish_reason"):
+                if isinstance(choice, dict) and choice.get("finish_reason"):
                     finish = choice["finish_reason"]
-            usage = chunk.get("usage") or usage
-            timings = chunk.get("timings") or timings
+            usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
+            timings = chunk.get("timings") if isinstance(chunk.get("timings"), dict) else timings
         if not done and finish is None:
             raise ServerError(f"the stream ended before the answer finished (no finish_reason, no [DONE]) after "
                               f"{len(times)} token(s)")
         return times, "".join(pieces), usage, timings, finish
 
-    def _read_whole(self, resp: http.client.HTTPResponse, t0: float) -> tuple:
-        raw = resp.read()
+    def _read_whole(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
+        parts: list[bytes] = []
+        size = 0
+        while True:  # bounded in time and size: a body that trickles or never ends is an error
+            if time.perf_counter() > deadline:
+                raise ServerError(f"the answer took longer than {self.spec.timeout_s:g} s (timeout_s)")
+            try:
+                piece = resp.read1(65536)
+            except TimeoutError:
+                raise ServerError(f"the answer from {self._where()} stalled for {self.spec.timeout_s:g} s "
+                                  "(timeout_s)") from None
+            except (OSError, http.client.HTTPException) as e:
+                raise ServerError(f"the answer broke off ({type(e).__name__}: {e})") from None
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+            if size > WHOLE_ANSWER_BYTES:
+                raise ServerError(f"the answer is over {WHOLE_ANSWER_BYTES:,} bytes; refused")
+        raw = b"".join(parts)
         now = time.perf_counter() - t0
         try:
             data = json.loads(raw)
@@ -237,7 +288,16 @@ class OpenAIAdapter:
             text = choice["message"]["content"] or ""
         except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
             raise ServerError(f"malformed JSON answer ({type(e).__name__}): {raw[:80]!r}") from None
-        return ([now] if text else []), text, data.get("usage"), data.get("timings"), choice.get("finish_reason")
+        if not isinstance(text, str):
+            raise ServerError(f"malformed JSON answer (content is not text): {raw[:80]!r}")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        timings = data.get("timings") if isinstance(data.get("timings"), dict) else None
+        if isinstance(usage, dict) and (_int(usage.get("completion_tokens")) or 0) > max_tokens:
+            # One piece past the limit: it cannot be cut by token here, only recorded as ignored.
+            self._cut = (f"the server answered {usage['completion_tokens']} tokens in one piece, over max_tokens = "
+                         f"{max_tokens}; kept as sent")
+            return [now], text, usage, timings, "length"
+        return ([now] if text else []), text, usage, timings, choice.get("finish_reason")
 
     def close(self) -> None:
         pass

@@ -13,39 +13,90 @@ def configure(p: argparse.ArgumentParser) -> None:
                                           "latest is taken (default: the latest run in reports/runs)")
     p.add_argument("--factor", type=float, default=1.1, help="a timing must be this many times worse to count (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests (default 0.05)")
+    p.add_argument("--runs-combine", choices=("best", "median"), default="best",
+                   help="with several runs a side, each sample's value is the best of its runs (default: load "
+                        "only slows) or their median (asv's choice)")
     p.add_argument("--markdown", help="write a Markdown summary here (for a pull-request comment)")
     p.add_argument("--json", help="write the findings as JSON here")
     p.add_argument("--ignore-environment", action="store_true", help="compare sets measured on different hardware")
     p.add_argument("--promote", action="store_true", help="when the gate passes, or there is no baseline yet, "
                                                           "make the current run the baseline")
+    i = p.add_argument_group("measuring two revisions in this job (shared CI runners)")
+    i.add_argument("--interleave", nargs=2, metavar=("REV_A", "REV_B"),
+                   help="benchmark git revisions REV_A (baseline) and REV_B (candidate) here, alternating their "
+                        "runs per model, then gate B against A")
+    i.add_argument("--rounds", type=int, default=3, help="runs of each revision per model with --interleave (default 3)")
+    i.add_argument("--model", "-m", action="append", default=[], help="with --interleave: model (repeatable; "
+                                                                        "default: every offline fixture)")
+    i.add_argument("--suite", "-s", action="append", default=[], help="with --interleave: suite (repeatable)")
+    i.add_argument("--limit", type=int, help="with --interleave: first N samples of each suite")
+    i.add_argument("--out", help="with --interleave: where the runs go (default: reports/interleave)")
+
+
+def _read(path: Path, what: str):
+    """The rows of one side, or one line on stderr and None: a damaged, empty or foreign file
+    is bad input, never a traceback."""
+    from harness.store import SchemaMismatch, read_results
+
+    try:
+        return read_results(path)
+    except SchemaMismatch as e:
+        print(f"vlm-harness gate: cannot compare: {e}", file=sys.stderr)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for files that are not parquet
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        print(f"vlm-harness gate: cannot read {path}: {reason} (the {what} must be a run directory or a "
+              "results.parquet written by vlm-harness)", file=sys.stderr)
+    return None
 
 
 @command("gate", "compare a run against a baseline: exit 0 pass, 1 regression, 2 cannot compare", configure)
 def run(args: argparse.Namespace) -> int:
+    from harness.baseline import BaselineError, resolve_run
     from harness.gate import INCOMPARABLE, compare, to_json, to_markdown
     from harness.paths import reports_dir
-    from harness.rundir import resolve
-    from harness.store import SchemaMismatch, read_results
 
-    baseline = Path(args.baseline) if args.baseline else reports_dir() / "baseline"
-    current = resolve(Path(args.current) if args.current else reports_dir() / "runs")
-    if not baseline.exists() and args.promote:
-        print(f"gate: no baseline at {baseline} yet; promoting {current}", file=sys.stderr)
-        return promote(current, baseline)
-    if not baseline.exists():
-        print(f"vlm-harness gate: no baseline at {baseline}: promote a run first with "
-              "`vlm-harness baseline update reports/runs/<run>` (or pass --baseline)", file=sys.stderr)
+    if not args.factor >= 1 or not 0 < args.alpha < 1:
+        print(f"vlm-harness gate: --factor must be ≥ 1 and --alpha between 0 and 1 (got {args.factor:g}, "
+              f"{args.alpha:g})", file=sys.stderr)
         return INCOMPARABLE
-    try:
-        b, c = read_results(baseline), read_results(current)
-    except SchemaMismatch as e:
-        print(f"vlm-harness gate: cannot compare: {e}", file=sys.stderr)
-        return INCOMPARABLE
-    try:
-        result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment)
-    except ValueError as e:
-        print(f"vlm-harness gate: error: {e}", file=sys.stderr)
-        return INCOMPARABLE
+    if args.interleave:
+        from harness.interleave import InterleaveError, measure_interleaved
+        from harness.store import read_results
+
+        if args.rounds < 2:
+            print("vlm-harness gate: --rounds must be at least 2: one run a revision cannot tell load from a "
+                  "regression", file=sys.stderr)
+            return INCOMPARABLE
+        out = Path(args.out) if args.out else reports_dir() / "interleave"
+        try:
+            a_runs, b_runs = measure_interleaved(*args.interleave, out=out, rounds=args.rounds, models=args.model,
+                                                 suites=args.suite, limit=args.limit)
+        except InterleaveError as e:
+            print(f"vlm-harness gate: {e}", file=sys.stderr)
+            return INCOMPARABLE
+        b, c = read_results(*a_runs), read_results(*b_runs)
+        baseline, current = Path(args.interleave[0]), Path(args.interleave[1])
+    else:
+        baseline = Path(args.baseline) if args.baseline else reports_dir() / "baseline"
+        try:
+            current = resolve_run(Path(args.current) if args.current else reports_dir() / "runs")
+            if baseline.is_dir():  # a baseline folder, a run, or a folder of runs (its latest)
+                baseline = resolve_run(baseline)
+        except BaselineError as e:
+            print(f"vlm-harness gate: {e}", file=sys.stderr)
+            return INCOMPARABLE
+        if not baseline.exists() and args.promote:
+            print(f"gate: no baseline at {baseline} yet; promoting {current}", file=sys.stderr)
+            return _promote(current, baseline)
+        if not baseline.exists():
+            print(f"vlm-harness gate: no baseline at {baseline}: promote a run first with "
+                  "`vlm-harness baseline update reports/runs/<run>` (or pass --baseline)", file=sys.stderr)
+            return INCOMPARABLE
+        b, c = _read(baseline, "baseline"), _read(current, "current run")
+        if b is None or c is None:
+            return INCOMPARABLE
+    result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment,
+                     consensus=args.runs_combine)
     md = to_markdown(result, baseline=str(baseline), current=str(current))
     for target, text in ((args.markdown, md), (args.json, to_json(result))):
         if target:
@@ -56,12 +107,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"vlm-harness gate: cannot compare: {p}", file=sys.stderr)
     print(f"gate: {result.status} ({len(result.regressions)} regression(s) in {len(result.findings)} comparisons)",
           file=sys.stderr)
-    if args.promote and result.exit_code == 0:
-        return promote(current, baseline)
+    if args.promote and result.exit_code == 0 and not args.interleave:
+        return _promote(current, baseline)
     return result.exit_code
 
 
-def promote(source: Path, target: Path) -> int:
-    from harness.commands.baseline import update
+def _promote(source: Path, target: Path) -> int:
+    from harness.baseline import BaselineError, promote
 
-    return update(source, target)
+    try:
+        print(promote([source], target))
+    except (BaselineError, ValueError, OSError) as e:
+        print(f"vlm-harness gate: cannot promote {source}: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -3,27 +3,30 @@ in the layout of a well-known VQA set, materialised once into the suite cache.
 
 A suite file names the dataset, its config and split, and a layout preset that says which
 columns hold the image, question, answers and choices and which metric the benchmark scores
-with. Images are written as PNG files, so the adapters read them as they read any suite's.
-The `datasets` library is imported only here and only when such a suite is built.
+with. Images keep the user's bytes and format (harness/suites/user_files.py): a path cell
+points at the user's own file, never copied, and never outside the dataset's folder unless
+`allow_outside = true`; embedded bytes are written to the suite cache unchanged; a URL or data
+URI is fetched through harness.images' checks. A missing or unreadable image fails its sample
+alone. The `datasets` library is imported only here and only when such a suite is built.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, SuiteUnavailable
+from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, SuiteUnavailable, user_files
 
 CACHE_FILE = "subset.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images kept as the user's bytes, paths left in place
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ LAYOUTS: dict[str, Layout] = {
     "ocrbench": Layout("image", "question", "answer", "contains", "test", category="question_type"),
 }
 COLUMN_KEYS = ("image", "question", "answers", "category", "id", "choices")
-PARAMS = ("dataset", "layout", "config", "split", "revision", "columns")
+PARAMS = ("dataset", "layout", "config", "split", "revision", "columns", "allow_outside")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Params:
     config: str
     split: str
     revision: str
+    allow_outside: bool = False
 
 
 def _check(defn: SuiteDef) -> Params:
@@ -78,6 +82,8 @@ def _check(defn: SuiteDef) -> Params:
     for key in ("dataset", "layout", "config", "split", "revision"):
         if key in p and not isinstance(p[key], str):
             raise SuiteError(f"{where}: param {key!r} must be a string, got {p[key]!r}")
+    if not isinstance(p.get("allow_outside", False), bool):
+        raise SuiteError(f"{where}: param 'allow_outside' must be true or false, got {p['allow_outside']!r}")
     dataset = p.get("dataset", "")
     if not dataset:
         raise SuiteError(f"{where}: param 'dataset' is required: a hub id (owner/name) or a path "
@@ -120,7 +126,8 @@ def _check(defn: SuiteDef) -> Params:
         if not local.is_absolute() and defn.path is not None:
             local = defn.path.parent / local
         local = local.resolve()
-    return Params(dataset, local, name, layout, p.get("config", ""), p.get("split") or layout.split, p.get("revision", ""))
+    return Params(dataset, local, name, layout, p.get("config", ""), p.get("split") or layout.split, p.get("revision", ""),
+                  p.get("allow_outside", False))
 
 
 def _one_line(e: BaseException) -> str:
@@ -213,37 +220,29 @@ def options_from_question(question: str) -> tuple[str, ...]:
     return tuple(t.strip().rstrip(",").strip() for t in texts)
 
 
-def _image_bytes(value: Any, base: Path | None) -> bytes:
-    """The encoded image of one cell: a datasets Image cell (undecoded), raw bytes or a path."""
+def _image(value: Any, p: Params, where: str, stem: Path) -> tuple[str, str]:
+    """(where the sample's image is, why it could not be fetched): a path cell stays the user's
+    file, bytes are kept unchanged in the cache, a URL or data URI is fetched through the checks."""
+    path_value = None
     if isinstance(value, dict):
         if value.get("bytes"):
-            return value["bytes"]
-        if value.get("path"):
-            path = Path(value["path"])
-            if not path.is_absolute() and base is not None:
-                path = base / path
-            return path.read_bytes()
-        raise ValueError("the image cell is empty")
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):
-        path = Path(value)
-        if not path.is_absolute() and base is not None:
-            path = base / path
-        return path.read_bytes()
-    raise ValueError(f"the image cell holds {type(value).__name__}, not an image")
-
-
-def _write_png(data: bytes, path: Path) -> None:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        if im.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
-            im = im.convert("RGB")
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        im.save(tmp, format="PNG")
-    tmp.replace(path)
+            return str(user_files.keep_bytes(value["bytes"], stem).name), ""
+        path_value = value.get("path")
+        if not path_value:
+            raise ValueError("the image cell is empty")
+    elif isinstance(value, (bytes, bytearray)):
+        return str(user_files.keep_bytes(bytes(value), stem).name), ""
+    elif isinstance(value, str):
+        if user_files.is_source(value):
+            kept, why = user_files.fetch(value, stem)
+            return kept.name, why
+        path_value = value
+    else:
+        raise ValueError(f"the image cell holds {type(value).__name__}, not an image")
+    if p.local is not None:
+        root = p.local if p.local.is_dir() else p.local.parent
+        return str(user_files.local_image(str(path_value), root, allow_outside=p.allow_outside, where=where)), ""
+    return str(Path(path_value)), ""  # a hub dataset's own cache
 
 
 def _build(p: Params, defn: SuiteDef, ds: Any, workdir: Path) -> list[dict[str, Any]]:
@@ -265,7 +264,6 @@ def _build(p: Params, defn: SuiteDef, ds: Any, workdir: Path) -> list[dict[str, 
         ds = ds.cast_column(lay.image, datasets.Image(decode=False))
     rows = _subset(len(ds), defn.samples, defn.seed)
     ds = ds.select(rows)
-    base = p.local if p.local is not None and p.local.is_dir() else None
     out = []
     for row, rec in zip(rows, ds, strict=True):
         where = f"{defn.path}: dataset {p.dataset!r} split {p.split!r} row {row}"
@@ -290,20 +288,13 @@ def _build(p: Params, defn: SuiteDef, ds: Any, workdir: Path) -> list[dict[str, 
         if isinstance(cat, (list, tuple)):
             cat = cat[0] if cat else None
         category = str(cat) if not _is_missing(cat) else p.layout_name
-        image = workdir / f"{sid}.png"
         try:
-            data = _image_bytes(rec[lay.image], base)
-        except (OSError, ValueError) as e:
+            image, why = _image(rec[lay.image], p, where, workdir / f"{sid}-row{row}")
+        except ValueError as e:
             raise SuiteError(f"{where}: image column {lay.image!r}: {_one_line(e)}") from None
-        try:
-            _write_png(data, image)
-        except Exception:
-            # Kept as the bytes the dataset holds, under a name that says which row it is: the
-            # run records it as one error row ("cannot be read") and goes on with the rest.
-            image.unlink(missing_ok=True)
-            image = workdir / f"{sid}-row{row}-undecodable.img"
-            image.write_bytes(data)
-        out.append({"id": sid, "image": image.name, "question": question, "answers": list(answers),
+        if why:
+            print(f"warning: {where}: {why}; the sample will be an error row", file=sys.stderr)
+        out.append({"id": sid, "image": image, "question": question, "answers": list(answers),
                     "category": category, "choices": list(choices)})
     return out
 
