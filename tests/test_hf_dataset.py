@@ -197,7 +197,7 @@ def test_an_undecodable_image_becomes_one_error_row_in_a_run(tmp_path, fixtures_
     "params, message",
     [
         ('dataset = "./x"\nlayout = "textvqa"\n', r"layout 'textvqa' is scored with metric 'vqa_accuracy'.*exact_match"),
-        ('dataset = "./x"\nlayout = "vqav9"\n', r"param 'layout' is 'vqav9'; allowed: textvqa, chartqa"),
+        ('dataset = "./x"\nlayout = "vqav9"\n', r"param 'layout' is 'vqav9'; allowed: chartqa, docvqa, mmstar, ocrbench, textvqa, custom"),
         ('dataset = "./x"\nlayout = "custom"\nshuffle = true\n', r"unknown param 'shuffle'"),
         ('layout = "custom"\n', r"param 'dataset' is required"),
         ('dataset = "./x"\nlayout = "custom"\n', r"layout 'custom' needs params.columns.image"),

@@ -35,13 +35,16 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(qwen_dir):
+def served(qwen_dir, tmp_path_factory):
     """mlx_vlm.server on 127.0.0.1, serving the qwen fixture; yields its base URL."""
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # The server's log goes to a file: an unread pipe fills up and freezes the server mid-test.
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlx_vlm.server", "--model", str(qwen_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.DEVNULL, stderr=log, env=env,
     )
     deadline = time.monotonic() + 120
     try:
@@ -53,7 +56,7 @@ def served(qwen_dir):
             except OSError:
                 pass
             if proc.poll() is not None:
-                pytest.fail(f"mlx_vlm.server exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"mlx_vlm.server exited: {log_path.read_text(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("mlx_vlm.server did not become healthy in 120 s")
             time.sleep(0.3)
@@ -65,6 +68,7 @@ def served(qwen_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def spec_for(base_url: str, source: str = "m", **kw) -> ModelSpec:

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness import __version__
 from harness.accuracy import ALL, accuracy_table
+from harness.gate import rule as gate_rule
 from harness.report import charts, gallery, history, runcard
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.markdown import render_md
@@ -273,6 +274,7 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
             "previous": comparison[0], "latest": comparison[1], "problems": list(comparison[2].problems),
             "warnings": comparison[3], "notes": list(comparison[2].notes), "rows": _finding_rows(comparison[2], unit),
             "regressions": len(comparison[2].regressions),
+            "rule": gate_rule(comparison[2].factor, comparison[2].alpha),
         },
         n_rows=len(df),
         sources=sources or [],

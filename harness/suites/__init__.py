@@ -58,6 +58,9 @@ class SuiteDef:
     path: Path | None = None
     tags: tuple[str, ...] = ()  # "default": part of a run that names no suite
     benchmark: tuple[str, ...] = ()  # published benchmark-level figures (harness/benchmark_scores.py)
+    # A hub benchmark's column layout ([layout] table: image, question, answers, category, id,
+    # choices, split, options_in_question): other suites reuse it with params.layout = "<name>".
+    layout: dict[str, Any] = field(default_factory=dict)
 
 
     def canonical(self) -> str:
@@ -87,7 +90,7 @@ KINDS = ("natural", "synthetic")
 _FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "kind": (str,), "source": (str,), "metric": (str,), "prompt": (str,),
     "max_tokens": (int,), "samples": (int,), "seed": (int,), "description": (str,), "params": (dict,),
-    "tags": (list,), "include": (str,), "benchmark": (list,),
+    "tags": (list,), "include": (str,), "benchmark": (list,), "layout": (dict,),
 }
 _REQUIRED = ("name", "kind", "source", "metric", "prompt")
 
@@ -171,6 +174,7 @@ def parse_suite(path: Path) -> SuiteDef:
         prompt=data["prompt"], max_tokens=data.get("max_tokens", 16), samples=data.get("samples", 20),
         seed=data.get("seed", 0), description=data.get("description", ""), params=data.get("params", {}),
         path=path, tags=tuple(data.get("tags", ())), benchmark=tuple(data.get("benchmark", ())),
+        layout=data.get("layout", {}),
     )
 
 

@@ -44,19 +44,43 @@ class Layout:
     options_in_question: bool = False  # "Options: A: ..., B: ..." written into the question
 
 
-LAYOUTS: dict[str, Layout] = {
-    # lmms-lab/textvqa: ten annotator answers per question.
-    "textvqa": Layout("image", "question", "answers", "vqa_accuracy", "validation", id="question_id"),
-    # lmms-lab/ChartQA: one answer; `type` is human_test or augmented_test.
-    "chartqa": Layout("image", "question", "answer", "relaxed_accuracy", "test", category="type"),
-    # lmms-lab/DocVQA (config DocVQA): the test split has no public answers.
-    "docvqa": Layout("image", "question", "answers", "anls", "validation", category="question_types", id="questionId"),
-    # Lin-Chen/MMStar: the options are part of the question; the answer is a letter.
-    "mmstar": Layout("image", "question", "answer", "multiple_choice", "val", category="category", id="index",
-                     options_in_question=True),
-    # echo840/OCRBench: a list of accepted answers, found anywhere in the output.
-    "ocrbench": Layout("image", "question", "answer", "contains", "test", category="question_type"),
-}
+LAYOUT_KEYS = ("image", "question", "answers", "category", "id", "choices", "split", "options_in_question")
+
+
+def layouts() -> dict[str, Path]:
+    """Named layouts: every suite file with a [layout] table (textvqa, chartqa, docvqa, mmstar,
+    ocrbench ship with the harness), by its file name. The layout lives in the benchmark's own
+    suite file, one home for it; `layout = "chartqa"` in another suite borrows it."""
+    from harness.suites import suite_files
+
+    found = {}
+    for name, path in suite_files().items():
+        try:
+            if "[layout]" in path.read_text(encoding="utf-8"):
+                found[name] = path
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
+
+
+def named_layout(name: str, where: str) -> Layout:
+    """The layout in suites/<name>.toml, scored by that suite's metric."""
+    from harness.suites import find_suite
+
+    path = layouts().get(name)
+    if path is None:
+        raise SuiteError(f"{where}: param 'layout' is {name!r}; allowed: {', '.join([*layouts(), 'custom'])}")
+    source = find_suite(str(path))
+    t = source.layout
+    unknown = [k for k in t if k not in LAYOUT_KEYS]
+    if unknown or not all(isinstance(t.get(k), str) for k in ("image", "question", "answers", "split")):
+        raise SuiteError(f"{path}: [layout] needs image, question, answers and split as column names "
+                         f"(and may set {', '.join(LAYOUT_KEYS[3:])}); got {sorted(t)}")
+    return Layout(t["image"], t["question"], t["answers"], source.metric, t["split"], category=t.get("category"),
+                  id=t.get("id"), choices=tuple(t.get("choices", ())),
+                  options_in_question=bool(t.get("options_in_question", False)))
+
+
 COLUMN_KEYS = ("image", "question", "answers", "category", "id", "choices")
 PARAMS = ("dataset", "layout", "config", "split", "revision", "columns", "allow_outside")
 
@@ -89,9 +113,8 @@ def _check(defn: SuiteDef) -> Params:
         raise SuiteError(f"{where}: param 'dataset' is required: a hub id (owner/name) or a path "
                          "starting with /, ./, ../ or ~")
     name = p.get("layout", "")
-    allowed = (*LAYOUTS, "custom")
-    if name not in allowed:
-        raise SuiteError(f"{where}: param 'layout' is {name!r}; allowed: {', '.join(allowed)}")
+    if not name:
+        raise SuiteError(f"{where}: param 'layout' is required: {', '.join([*layouts(), 'custom'])}")
     columns = p.get("columns", {})
     if not isinstance(columns, dict):
         raise SuiteError(f"{where}: param 'columns' must be a table, e.g. columns = {{ image = \"img\" }}")
@@ -108,7 +131,7 @@ def _check(defn: SuiteDef) -> Params:
             raise SuiteError(f"{where}: layout 'custom' needs params.columns.{missing[0]} (and image, question, answers)")
         base = Layout(columns["image"], columns["question"], columns["answers"], defn.metric, p.get("split") or "test")
     else:
-        base = LAYOUTS[name]
+        base = named_layout(name, where)
         # A preset is the benchmark's own scoring; another metric would give numbers that look
         # comparable with published ones and are not.
         if defn.metric != base.metric:
