@@ -1,0 +1,60 @@
+"""Real-size random checkpoints, tested here through the same code at a scaled-down size."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from harness import bandwidth
+from harness.fixtures import presets
+from harness.fixtures.build import is_valid
+
+# The 7B preset's code path with every dimension cut down; the vocabulary stays larger than the
+# fixture tokenizer's so the zeroed rows past it are exercised, and shards are forced small.
+SMALL = replace(presets.PRESETS["qwen2.5-vl-7b"], name="small-qwen", config=presets.merge(
+    presets.PRESETS["qwen2.5-vl-7b"].config,
+    {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+     "num_key_value_heads": 2, "vocab_size": 4096, "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
+     "vision_config": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
+                       "out_hidden_size": 128, "fullatt_block_indexes": [1]}}),
+    preprocessor={"max_pixels": 64 * 28 * 28})
+
+
+def test_presets_carry_the_published_dimensions():
+    seven = presets.resolve("7b")
+    assert seven.name == "qwen2.5-vl-7b" and seven.config["hidden_size"] == 3584
+    cost = bandwidth.decode_cost_from_config(presets.merge({"torch_dtype": "bfloat16"}, seven.config))
+    assert 13.5e9 < cost.weight_bytes < 14.5e9  # 7.07 B parameters read per token (lm_head in, embedding out), bf16
+    assert presets.resolve("3b").config["tie_word_embeddings"] is True
+    with pytest.raises(KeyError, match="known"):
+        presets.resolve("70b")
+
+
+def test_a_scaled_preset_streams_shards_loads_in_mlx_vlm_and_is_deterministic(tmp_path, monkeypatch):
+    monkeypatch.setattr(presets, "SHARD_BYTES", 1 << 20)  # several shards
+    monkeypatch.setattr(presets, "BLOCK_ELEMS", 1 << 16)  # several blocks per large tensor
+    full, quant = presets.build_preset(SMALL, tmp_path / "a", threads=2)
+    assert len(list(full.glob("model-*.safetensors"))) > 1
+    manifest = json.loads((full / "fixture.json").read_text())
+    assert manifest["random_weights"] is True and manifest["preset"] == "small-qwen"
+    assert is_valid(full) and is_valid(quant)
+    config = json.loads((full / "config.json").read_text())
+    assert config["vocab_size"] == 4096 and config["hidden_size"] == 128
+    # Headers and config agree on what decoding reads; 4-bit reads about a quarter.
+    assert bandwidth.weight_bytes_from_checkpoint(full) == pytest.approx(bandwidth.weight_bytes_from_config(config), rel=0.01)
+    assert bandwidth.weight_bytes_from_checkpoint(quant) < bandwidth.weight_bytes_from_checkpoint(full) / 3
+    # Another thread count and shard order give the same bytes.
+    again, _ = presets.build_preset(SMALL, tmp_path / "b", threads=1)
+    assert json.loads((again / "fixture.json").read_text())["content_hash"] == manifest["content_hash"]
+
+    import mlx_vlm
+    from mlx_vlm import apply_chat_template, stream_generate
+
+    for ckpt in (full, quant):
+        model, processor = mlx_vlm.load(str(ckpt))
+        prompt = apply_chat_template(processor, model.config, "What is this?", num_images=1)
+        results = list(stream_generate(model, processor, prompt, image=["datasets/natural/images/chelsea.png"],
+                                       max_tokens=12, temperature=0.0))
+        assert results[-1].generation_tokens == 12  # stop rows are zero: it decodes to the limit
