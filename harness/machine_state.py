@@ -4,8 +4,9 @@ Another process using the CPU, a GPU clocked down by heat, low-power mode or a b
 change speed figures; a row measured so is flagged (`contended`) and says why (`machine_state`).
 
 Other processes' load is the system's busy CPU time minus this process's own over the same
-interval, in cores (1.0 = one core kept busy). A sample shorter than the kernel's tick (10 ms)
-cannot be judged from CPU times alone, so the load average's last minute is recorded beside it.
+interval, in cores (1.0 = one core kept busy). CPU times advance in kernel ticks, so a short
+sample's figure is coarse: the verdict allows for that, and the load average's last minute is
+recorded beside it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import psutil
 # Others' load at or above this many cores, or this share of all cores, marks a sample contended.
 CONTENDED_CORES = 0.5
 CONTENDED_SHARE = 0.10
+TICK_S = 1 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
 def _busy(t: Any) -> float:
@@ -153,8 +155,11 @@ class SampleMonitor:
         state.update({"wall_s": round(wall, 4), "own_cpu_cores": round(own / wall, 3) if wall > 0 else None,
                       "others_cpu_cores": round(others, 3)})
         reasons = throttled(state)
-        # Tick-granular CPU times say nothing over a few ticks: no verdict from them alone.
-        if wall >= 0.05 and others >= max(CONTENDED_CORES, CONTENDED_SHARE * cores):
+        # CPU times advance in ticks (10 ms per core): over a short sample the figure is only good
+        # to about two ticks per core over the wall time, and that margin is added to the threshold.
+        resolution = 2 * TICK_S * cores / wall if wall > 0 else float("inf")
+        state["others_resolution_cores"] = round(min(resolution, 1e6), 3)
+        if others >= max(CONTENDED_CORES, CONTENDED_SHARE * cores) + resolution:
             reasons.insert(0, f"other processes used {others:.2f} cores")
         state["contended_by"] = reasons
         return bool(reasons), state

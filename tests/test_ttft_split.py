@@ -63,10 +63,10 @@ def test_load_says_whether_it_was_cold(qwen):
 
 def test_samples_run_under_planted_cpu_contention_are_flagged(qwen):
     a, _ = qwen
-    quiet = [a.generate(_sample(max_tokens=32), 32) for _ in range(2)]
+    a.generate(_sample(max_tokens=64), 64)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        loud = [a.generate(_sample(max_tokens=32), 32) for _ in range(2)]
+        loud = [a.generate(_sample(max_tokens=64), 64) for _ in range(3)]
     finally:
         for p in busy:
             p.kill()
@@ -74,7 +74,7 @@ def test_samples_run_under_planted_cpu_contention_are_flagged(qwen):
     for m in loud:
         state = json.loads(m.machine_state)
         assert m.contended is True, state
-        assert any("other processes" in why for why in state["contended_by"])
-    # The planted load is what the figure shows, not a constant: it is higher than without it.
-    others = lambda ms: min(json.loads(m.machine_state)["others_cpu_cores"] for m in ms)  # noqa: E731
-    assert others(loud) > others(quiet) + 0.5
+        assert any("other processes" in why for why in state["contended_by"]), state
+        # Two busy processes on this machine's cores: at least half a core taken from the sample.
+        assert state["others_cpu_cores"] >= 0.5 + state["others_resolution_cores"], state
+        assert state["own_cpu_cores"] > 0  # this process's own work is not counted as others'
