@@ -41,6 +41,14 @@ SMALL_LM = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2
 SMALL_PHI = replace(PHI, name="small-phi", drop=(), preprocessor={"num_crops": 1}, config=presets.merge(
     PHI.config, {**SMALL_LM, "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
                                                "num_hidden_layers": 2}}))
+SMOL = presets.PRESETS["smolvlm2-2.2b"]
+SMALL_SMOL = replace(SMOL, name="small-smol", processor={"image_seq_len": 16}, config=presets.merge(SMOL.config, {
+    "scale_factor": 2, "vocab_size": 2048,
+    "text_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "num_key_value_heads": 2, "head_dim": 32, "vocab_size": 2048},
+    "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                      "patch_size": 16, "image_size": 128}}),
+    preprocessor={"size": {"longest_edge": 256}, "max_image_size": {"longest_edge": 128}})
 SMALL_PHI_STOCK = replace(PHI, name="small-phi-stock", preprocessor={"num_crops": 1},
                           config=presets.merge(PHI.config, SMALL_LM))
 
@@ -53,6 +61,10 @@ def test_presets_carry_the_published_dimensions():
     assert presets.resolve("3b").config["tie_word_embeddings"] is True
     assert presets.resolve("llava-7b").config["text_config"]["hidden_size"] == 4096
     assert presets.resolve("phi-3.5").config["hidden_size"] == 3072
+    smol = presets.resolve("smolvlm2").config
+    # SmolVLM's image tokens per crop follow from its tower: (384 // 14)^2 / scale_factor^2.
+    assert (smol["vision_config"]["image_size"] // smol["vision_config"]["patch_size"]) ** 2 // smol["scale_factor"] ** 2 \
+        == presets.resolve("smolvlm2").processor["image_seq_len"]
     with pytest.raises(KeyError, match="known"):
         presets.resolve("70b")
 
@@ -85,7 +97,7 @@ def test_a_scaled_preset_streams_shards_loads_in_mlx_vlm_and_is_deterministic(tm
         assert results[-1].generation_tokens == 12  # stop rows are zero: it decodes to the limit
 
 
-@pytest.mark.parametrize("preset", [SMALL_LLAVA, SMALL_PHI,
+@pytest.mark.parametrize("preset", [SMALL_LLAVA, SMALL_PHI, SMALL_SMOL,
                                     pytest.param(SMALL_PHI_STOCK, marks=pytest.mark.slow)], ids=lambda p: p.name)
 def test_other_scaled_presets_load_and_decode_to_the_limit(tmp_path, preset):
     import mlx_vlm

@@ -15,7 +15,8 @@ def configure(f: argparse.ArgumentParser) -> None:
     f.add_argument("--arch", action="append", help="only this architecture (repeatable)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--preset", action="append", help="build: a random-weight checkpoint with a published model's "
-                   "dimensions (7b = qwen2.5-vl-7b, 3b = qwen2.5-vl-3b), bf16 and 4-bit (repeatable)")
+                   "dimensions, bf16 and 4-bit, as DIR/preset-NAME[-4bit] (repeatable): qwen2.5-vl-7b (7b), "
+                   "qwen2.5-vl-3b (3b), llava-1.6-mistral-7b, phi-3.5-vision, smolvlm2-2.2b; DIR goes before --preset")
     f.add_argument("--out", help="train-reference: checkpoint directory (same as DIR)")
     f.add_argument("--steps", type=int, help="train-reference: training steps (default: as the committed checkpoint)")
     f.add_argument("--heldout", type=int, help="train-reference: held-out samples scored through the harness after "
