@@ -42,6 +42,7 @@ def test_preprocess_vision_and_prefill_add_up_to_ttft(qwen):
         assert sum(parts) == pytest.approx(m.ttft_s, rel=0.02)
         # The fixture's processor caps an image at 64 merged patches (8 × 8 × 28 px).
         assert 0 < m.image_tokens <= 64 * len(images)
+    assert "get_input_embeddings" not in a.model.__dict__  # the wrapper is gone after the call
     text_only = a.generate(Sample("t", "y", (), "Say hi.", ("hi",), "object", "exact_match", 8), 8)
     assert text_only.image_tokens == 0
     assert text_only.preprocess_s + text_only.vision_s + text_only.prefill_s == pytest.approx(text_only.ttft_s, rel=0.02)

@@ -47,7 +47,7 @@ class _TtftSplit:
     embeddings and synchronises, and notes the time again. So preprocess = entry - call,
     vision = the wrapped call, prefill = first token - its end. The one change to what is timed
     is that synchronisation between the vision tower and the prefill, which MLX would otherwise
-    schedule as one lazy graph: one extra device round trip (microseconds on Metal and CUDA).
+    schedule as one lazy graph: one extra host-device round trip, well under a millisecond.
     """
 
     def __init__(self, model: object) -> None:
