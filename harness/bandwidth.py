@@ -38,7 +38,46 @@ APPLE_BANDWIDTH_GBPS: dict[str, float] = {
     "M5": 153,
 }
 
-# -- bandwidth of this machine ----------------------------------------------------------------
+# Vendors' datasheet memory bandwidth for common discrete GPUs, GB/s: (pattern on the name the
+# driver reports, row, GB/s, source). First match wins, so a specific part precedes its family;
+# where the name cannot tell two parts apart the faster one is taken (the bound stays an upper one).
+GPU_BANDWIDTH_GBPS: list[tuple[str, str, float, str]] = [
+    (r"GH200", "GH200 (HBM3e)", 4900, "NVIDIA GH200 Grace Hopper Superchip datasheet"),
+    (r"H200", "H200", 4800, "NVIDIA H200 Tensor Core GPU datasheet (SXM and NVL)"),
+    (r"H100.*NVL", "H100 NVL", 3900, "NVIDIA H100 Tensor Core GPU datasheet"),
+    (r"H100.*PCIe", "H100 PCIe", 2000, "NVIDIA H100 Tensor Core GPU datasheet"),
+    (r"H100", "H100 SXM", 3350, "NVIDIA H100 Tensor Core GPU datasheet"),
+    (r"H800", "H800 SXM", 3350, "NVIDIA H800 datasheet"),
+    (r"B200", "B200", 8000, "NVIDIA DGX B200 / HGX B200 datasheet"),
+    (r"A100.*(80GB.*PCIe|PCIE.*80GB)", "A100 80GB PCIe", 1935, "NVIDIA A100 Tensor Core GPU datasheet"),
+    (r"A100.*80GB", "A100 80GB SXM", 2039, "NVIDIA A100 Tensor Core GPU datasheet"),
+    (r"A100", "A100 40GB", 1555, "NVIDIA A100 Tensor Core GPU datasheet"),
+    (r"L40S", "L40S", 864, "NVIDIA L40S datasheet"),
+    (r"L40\b", "L40", 864, "NVIDIA L40 datasheet"),
+    (r"\bL4\b", "L4", 300, "NVIDIA L4 Tensor Core GPU datasheet"),
+    (r"A10G", "A10G", 600, "NVIDIA A10 datasheet (AWS A10G)"),
+    (r"\bA10\b", "A10", 600, "NVIDIA A10 Tensor Core GPU datasheet"),
+    (r"\bT4\b", "T4", 320, "NVIDIA T4 datasheet"),
+    (r"V100", "V100 SXM2", 900, "NVIDIA V100 datasheet"),
+    (r"RTX 6000 Ada", "RTX 6000 Ada", 960, "NVIDIA RTX 6000 Ada Generation datasheet"),
+    (r"RTX A6000", "RTX A6000", 768, "NVIDIA RTX A6000 datasheet"),
+    (r"RTX 5090", "GeForce RTX 5090", 1792, "NVIDIA GeForce RTX 5090 specifications"),
+    (r"RTX 4090", "GeForce RTX 4090", 1008, "NVIDIA GeForce RTX 4090 specifications"),
+    (r"RTX 4080", "GeForce RTX 4080", 716.8, "NVIDIA GeForce RTX 4080 specifications"),
+    (r"RTX 3090 Ti", "GeForce RTX 3090 Ti", 1008, "NVIDIA GeForce RTX 3090 Ti specifications"),
+    (r"RTX 3090", "GeForce RTX 3090", 936, "NVIDIA GeForce RTX 3090 specifications"),
+    (r"MI325X", "Instinct MI325X", 6000, "AMD Instinct MI325X datasheet"),
+    (r"MI300X", "Instinct MI300X", 5300, "AMD Instinct MI300X datasheet"),
+    (r"MI300A", "Instinct MI300A", 5300, "AMD Instinct MI300A datasheet"),
+    (r"MI250X", "Instinct MI250X", 3276.8, "AMD Instinct MI250X datasheet"),
+    (r"MI250", "Instinct MI250", 3276.8, "AMD Instinct MI250 datasheet"),
+    (r"MI210", "Instinct MI210", 1638.4, "AMD Instinct MI210 datasheet"),
+]
+
+PROBE_VERSION = 2  # bumped when the probe changes, so older cached figures are measured again
+
+
+# -- datasheet figures ------------------------------------------------------------------------
 def apple_chip(brand: str) -> str | None:
     """'Apple M4 Pro' -> 'M4 Pro'; None when the brand string names no known chip."""
     m = re.search(r"\bM(\d+)(?:\s+(Pro|Max|Ultra))?\b", brand)
@@ -46,6 +85,17 @@ def apple_chip(brand: str) -> str | None:
         return None
     chip = f"M{m.group(1)}" + (f" {m.group(2)}" if m.group(2) else "")
     return chip if chip in APPLE_BANDWIDTH_GBPS else None
+
+
+def datasheet(device_name: str) -> tuple[str, float] | None:
+    """(row, GB/s) of the datasheet table for a device's name; None for an unknown device or a CPU."""
+    chip = apple_chip(device_name)
+    if chip:
+        return f"Apple {chip}", float(APPLE_BANDWIDTH_GBPS[chip])
+    for pattern, row, gbps, _ in GPU_BANDWIDTH_GBPS:
+        if re.search(pattern, device_name, flags=re.IGNORECASE):
+            return row, float(gbps)
+    return None
 
 
 def _brand_string() -> str:
@@ -58,70 +108,224 @@ def _brand_string() -> str:
         return ""
 
 
-def measure_bandwidth_gbps(size_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
-    """Best of several large copies (read + write counted), numpy and MLX, in GB/s.
+# -- measured read bandwidth ------------------------------------------------------------------
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache sysfs or sysctl reports; 64 MiB when none does (an upper guess)."""
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        m = re.fullmatch(r"(\d+)([KMG]?)", f.read_text().strip())
+        if m:
+            sizes.append(int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)])
+    if platform.system() == "Darwin":
+        for key in ("hw.l3cachesize", "hw.l2cachesize"):
+            try:
+                out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5).stdout
+                sizes.append(int(out.strip() or 0))
+            except (OSError, subprocess.SubprocessError, ValueError):
+                pass
+    return max(sizes) if sizes and max(sizes) > 0 else 64 * 2**20
 
-    Best, not mean: interference from other processes only ever slows a copy down, and the bound
-    must be an upper limit. Arrays far larger than any cache measure main memory.
+
+def cpu_probe_bytes() -> int:
+    """8 × the last-level cache and at least 1 GiB, at most 4 GiB and a quarter of free RAM."""
+    import psutil
+
+    want = max(GIB, 8 * last_level_cache_bytes())
+    return int(min(want, 4 * GIB, max(GIB // 2, psutil.virtual_memory().available // 4)))
+
+
+def _best(times: list[float], nbytes: int) -> float:
+    return nbytes / min(times) / GB if times else math.nan
+
+
+class CpuReadProbe:
+    """Main-memory read bandwidth on the CPU, two ways over one array.
+
+    Read, not copy: decoding reads the weights and writes almost nothing, and a copy's write
+    stream (with its read-for-ownership) measures something else. Two methods: `threads` splits
+    the array over one thread per core (numpy's reductions release the GIL), as a multi-threaded
+    kernel reads; `single` is one np.add.reduce over the whole array. The larger is the figure.
+    The array is filled (never np.zeros: untouched pages all map one zero page and read from cache).
     """
-    import numpy as np
 
-    n = size_bytes // 4
-    src = np.ones(n, dtype=np.float32)
-    dst = np.empty_like(src)
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    rates = [2 * src.nbytes / best / GB]
-    del src, dst
-    try:
-        import mlx.core as mx
+    def __init__(self, nbytes: int | None = None, threads: int | None = None) -> None:
+        import numpy as np
 
-        a = mx.ones((n,), dtype=mx.float32)
-        mx.eval(a)
-        best = math.inf
-        for _ in range(repeats + 1):  # the first compiles the kernel
+        self.nbytes = int(nbytes or cpu_probe_bytes())
+        self.array = np.full(self.nbytes // 4, 1.0, dtype=np.float32)
+        self.threads = max(1, threads or os.cpu_count() or 1)
+        self._chunks = np.array_split(self.array, self.threads)
+        self.times: dict[str, list[float]] = {"threads": [], "single": []}
+
+    def trial(self) -> dict[str, float]:
+        """One timed pass of each method; returns each method's best so far, GB/s."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import numpy as np
+
+        with ThreadPoolExecutor(self.threads) as pool:
             t0 = time.perf_counter()
-            b = a + 1
-            mx.eval(b)
-            mx.synchronize()
-            best = min(best, time.perf_counter() - t0)
-            del b
-        rates.append(2 * n * 4 / best / GB)
-    except Exception:  # MLX missing or out of memory: numpy's figure stands
-        pass
-    return max(rates)
+            list(pool.map(np.add.reduce, self._chunks))
+            self.times["threads"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        np.add.reduce(self.array)
+        self.times["single"].append(time.perf_counter() - t0)
+        return self.rates()
+
+    def rates(self) -> dict[str, float]:
+        return {k: _best(v, self.array.nbytes) for k, v in self.times.items()}
+
+
+def _mlx_gpu_read(nbytes: int, trials: int) -> float:
+    """A synchronised mx.sum over one large float32 array on MLX's GPU (Metal or CUDA)."""
+    import mlx.core as mx
+
+    a = mx.ones((nbytes // 4,), dtype=mx.float32)
+    mx.eval(a)
+    mx.synchronize()
+    times = []
+    for _ in range(trials + 1):  # the first compiles the kernel
+        t0 = time.perf_counter()
+        mx.eval(mx.sum(a))
+        mx.synchronize()
+        times.append(time.perf_counter() - t0)
+    del a
+    mx.clear_cache()
+    return _best(times[1:], nbytes)
+
+
+def _torch_gpu_read(nbytes: int, trials: int, backend: str) -> float | None:
+    """The same read through torch (CUDA or MPS), a second implementation; None without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    dev = "cuda" if backend == "cuda" else "mps"
+    try:
+        if dev == "cuda" and not torch.cuda.is_available():
+            return None
+        if dev == "mps" and not torch.backends.mps.is_available():
+            return None
+        sync = torch.cuda.synchronize if dev == "cuda" else torch.mps.synchronize
+        a = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
+        sync()
+        times = []
+        for _ in range(trials + 1):
+            t0 = time.perf_counter()
+            a.sum()
+            sync()
+            times.append(time.perf_counter() - t0)
+        del a
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+        return _best(times[1:], nbytes)
+    except Exception:  # out of memory, a broken driver: the MLX figure stands alone
+        return None
+
+
+def gpu_probe_bytes(device_memory: int | None) -> int:
+    """4 GiB (far past any GPU's L2 or Apple's system-level cache), less on a small device."""
+    if not device_memory:
+        return GIB
+    return int(min(4 * GIB, max(GIB // 4, device_memory // 8)))
+
+
+def measure_read_bandwidth(backend: str, device_memory: int | None = None, trials: int = 5) -> dict[str, float]:
+    """Read bandwidth of the device MLX computes on, GB/s, per method: best of `trials`.
+
+    CPU: numpy's threaded and single-threaded reads (MLX's CPU reductions are not vectorised
+    enough to reach memory speed). GPU: MLX's mx.sum and torch's sum over the same size.
+    """
+    if backend == "cpu":
+        probe = CpuReadProbe()
+        for _ in range(trials):
+            probe.trial()
+        return {f"numpy_{k}": v for k, v in probe.rates().items()}
+    nbytes = gpu_probe_bytes(device_memory)
+    out = {"mlx_sum": _mlx_gpu_read(nbytes, trials)}
+    second = _torch_gpu_read(nbytes, trials, backend)
+    if second is not None:
+        out["torch_sum"] = second
+    return out
+
+
+def measure_bandwidth_gbps(repeats: int = 5) -> float:
+    """This machine's best measured read bandwidth on MLX's device, GB/s."""
+    from harness.environment import device
+
+    dev = device()
+    rates = measure_read_bandwidth(dev.backend, dev.memory_bytes, repeats)
+    return max(v for v in rates.values() if not math.isnan(v))
 
 
 @dataclass(frozen=True)
 class Bandwidth:
+    """The bandwidth the bound uses (`gbps`) and where it came from.
+
+    `source` is "measured", "datasheet" or "VLM_HARNESS_BANDWIDTH_GBPS". The bound uses the
+    measured figure when there is one (what this device actually reads), else the datasheet's;
+    a decode rate is called impossible only above the larger of the two (`ceiling_gbps`).
+    """
+
     gbps: float
-    source: str  # "apple M4 Pro (published)" or "measured"
+    source: str
+    measured_gbps: float | None = None
+    datasheet_gbps: float | None = None
+    device: str = ""  # "cuda NVIDIA H200", "metal Apple M4 Pro", "cpu Intel Xeon ..."
+    detail: str = ""  # each method's figure, the datasheet row, the probe size
+
+    @property
+    def ceiling_gbps(self) -> float:
+        return max(v for v in (self.gbps, self.measured_gbps, self.datasheet_gbps) if v)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")[:80] or "unknown"
+
+
+def cache_path(backend: str, device_name: str, host: str) -> Path:
+    """One cached figure per device: a host's CPU and its GPU, or two GPUs, never share one."""
+    return cache_dir() / f"bandwidth-v{PROBE_VERSION}-{_slug(backend)}-{_slug(device_name)}-{_slug(host)}.json"
 
 
 def machine_bandwidth(*, refresh: bool = False) -> Bandwidth:
-    """This machine's memory bandwidth: VLM_HARNESS_BANDWIDTH_GBPS if set, Apple's figure for a
-    known chip, else measured once and cached per host (measuring takes a few seconds and is
-    noisy on a busy machine; `refresh` measures again)."""
+    """The memory bandwidth of the device MLX computes on.
+
+    VLM_HARNESS_BANDWIDTH_GBPS, if set, is taken as given. Otherwise the read probe is run once per
+    device (backend + device name + host) and cached, and the datasheet row for the device's name
+    is looked up; `refresh` measures again.
+    """
     override = os.environ.get("VLM_HARNESS_BANDWIDTH_GBPS")
     if override:
         return Bandwidth(float(override), "VLM_HARNESS_BANDWIDTH_GBPS")
-    chip = apple_chip(_brand_string())
-    if chip:
-        return Bandwidth(APPLE_BANDWIDTH_GBPS[chip], f"apple {chip} (published)")
-    path = cache_dir() / f"bandwidth-{platform.node() or 'host'}.json"
+    from harness.environment import device
+
+    dev = device()
+    name = dev.name if dev.backend != "cpu" else (_brand_string() or dev.name)
+    sheet = datasheet(name)
+    path = cache_path(dev.backend, name, platform.node() or "host")
+    rates: dict[str, float] | None = None
     if not refresh and path.exists():
         try:
-            data = json.loads(path.read_text())
-            return Bandwidth(float(data["gbps"]), "measured")
-        except (ValueError, KeyError, OSError):
-            pass
-    gbps = measure_bandwidth_gbps()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"gbps": gbps, "measured_at": time.time()}) + "\n")
-    return Bandwidth(gbps, "measured")
+            rates = {k: float(v) for k, v in json.loads(path.read_text())["rates"].items()}
+        except (ValueError, KeyError, OSError, AttributeError):
+            rates = None
+    if rates is None:
+        rates = measure_read_bandwidth(dev.backend, dev.memory_bytes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rates": rates, "backend": dev.backend, "device": name,
+                                    "measured_at": time.time()}) + "\n")
+    good = [v for v in rates.values() if v and not math.isnan(v)]
+    measured = max(good) if good else None
+    detail = ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+    if sheet:
+        detail += f"; datasheet {sheet[0]} {sheet[1]:.0f}"
+    label = f"{dev.backend} {name}"
+    if measured:
+        return Bandwidth(measured, "measured", measured, sheet[1] if sheet else None, label, detail)
+    if sheet:
+        return Bandwidth(sheet[1], "datasheet", None, sheet[1], label, detail)
+    raise RuntimeError(f"no bandwidth for {label}: the probe failed and no datasheet row names it")
 
 
 # -- bytes read per decoded token ----------------------------------------------------------------
@@ -167,12 +371,15 @@ def decode_context(prompt_tokens: int | None, generated_tokens: int | None) -> f
 
 def bound_columns(cost: DecodeCost | None, bandwidth: Bandwidth | None, prompt_tokens: int | None,
                   generated_tokens: int | None) -> dict[str, Any]:
-    """The schema columns bandwidth_gbps, bytes_per_token and decode_bound_tps for one row."""
+    """The schema's bound columns for one row: the bandwidth the bound used and its source, the
+    measured and datasheet figures beside it, bytes per token and the bound itself."""
     if cost is None or bandwidth is None:
         return {}
     bpt = cost.bytes_per_token(decode_context(prompt_tokens, generated_tokens))
     return {"bandwidth_gbps": bandwidth.gbps, "bytes_per_token": int(bpt),
-            "decode_bound_tps": decode_bound_tps(bandwidth.gbps, bpt)}
+            "decode_bound_tps": decode_bound_tps(bandwidth.gbps, bpt),
+            "bandwidth_measured_gbps": bandwidth.measured_gbps, "bandwidth_datasheet_gbps": bandwidth.datasheet_gbps,
+            "bandwidth_source": bandwidth.source}
 
 
 def _num(row: Mapping[str, Any], key: str) -> float:
@@ -192,8 +399,19 @@ def bound_fraction(row: Mapping[str, Any]) -> float:
 
 
 def is_impossible(row: Mapping[str, Any]) -> bool:
-    """A decode rate above what memory bandwidth allows: the figure is wrong, not the model fast."""
-    return bound_fraction(row) > 1.0
+    """A decode rate above what memory bandwidth allows: the figure is wrong, not the model fast.
+
+    Judged against the larger of the measured and the datasheet bandwidth: a probe that reads
+    slower than the part can is no proof that a faster decode is false.
+    """
+    frac = bound_fraction(row)
+    if math.isnan(frac):
+        return False
+    used = _num(row, "bandwidth_gbps")
+    ceiling = max((v for v in (used, _num(row, "bandwidth_measured_gbps"), _num(row, "bandwidth_datasheet_gbps"))
+                   if v > 0), default=math.nan)
+    scale = ceiling / used if used > 0 and ceiling > 0 else 1.0
+    return frac > scale
 
 
 def tps_per_gib(row: Mapping[str, Any]) -> float:

@@ -13,7 +13,8 @@ what the machine can give. The estimate is deliberately simple and errs high:
   bytes. Windowed attention (Qwen2.5-VL) needs less; the bound is an upper one on purpose.
 
 Available memory: psutil's `available` RAM; on Apple Silicon also the Metal working-set limit
-(`max_recommended_working_set_size`), minus what MLX already holds. A margin (default 10 %, at
+(`max_recommended_working_set_size`), minus what MLX already holds; on CUDA the device's free
+memory as nvidia-smi reports it (what MLX holds is already counted there). A margin (default 10 %, at
 least 512 MB; `VLM_HARNESS_MEMORY_MARGIN` as a fraction) is kept back for the OS and the process.
 `VLM_HARNESS_MEMORY_CHECK=0` turns the check off.
 """
@@ -75,6 +76,13 @@ def available_bytes() -> tuple[int, str]:
     try:
         import mlx.core as mx
 
+        if mx.default_device() == mx.gpu and getattr(mx, "cuda", None) is not None and mx.cuda.is_available():
+            # Weights and activations live in the GPU's memory, whatever the host has free.
+            from harness.environment import nvidia_query
+
+            q = nvidia_query("memory.free")
+            if q:
+                return int(float(q[0]) * 2**20), "free CUDA device memory"
         if mx.metal.is_available():
             info = mx.metal.device_info() if hasattr(mx.metal, "device_info") else mx.device_info()
             limit = int(info.get("max_recommended_working_set_size", 0))

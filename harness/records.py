@@ -36,8 +36,14 @@ class LoadStats:
     random_weights: bool
     peak_mlx_bytes: int
     rss_bytes: int
-    backend: str  # the device MLX computes on: "cpu" or "gpu"
+    backend: str  # the device MLX computes on: "cpu", "metal" or "cuda"
     role: str = "model"  # harness.checkpoint.ROLES: fixture (random weights), reference (canary) or model
+    load_cache: str | None = None  # "cold": pages dropped before loading; "warm": they may have been cached
+    load_warm_s: float | None = None  # a second, warm load, when cold and warm were both asked
+
+    def columns(self) -> dict[str, object]:
+        """The schema columns these fields fill beyond the ones every LoadStats fills."""
+        return {"load_cache": self.load_cache, "load_warm_s": self.load_warm_s}
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,15 @@ class Measurement:
     # Seconds preparing inputs any script feeding the model needs: decoding the images and
     # applying the chat template (a bare mlx_vlm loop does both inside its call).
     inputs_s: float | None = None
+    # ttft_s split (adapter mlx_vlm): processor call, vision tower, language-model prefill; seconds
+    preprocess_s: float | None = None
+    vision_s: float | None = None
+    prefill_s: float | None = None
+    image_tokens: int | None = None
+    contended: bool | None = None  # other processes' load or throttling during the sample
+    machine_state: str | None = None  # JSON (harness.machine_state)
+
+    def columns(self) -> dict[str, object]:
+        """The schema columns these fields fill beyond the ones every Measurement fills."""
+        return {"preprocess_s": self.preprocess_s, "vision_s": self.vision_s, "prefill_s": self.prefill_s,
+                "image_tokens": self.image_tokens, "contended": self.contended, "machine_state": self.machine_state}

@@ -17,7 +17,7 @@ def load_columns(stats: LoadStats, env: dict[str, Any]) -> dict[str, Any]:
         "import_s": d["import_s"], "load_s": d["load_s"], "model_size_bytes": d["size_bytes"],
         "model_hash": d["content_hash"], "arch": d["arch"], "quantization": d["quantization"],
         "random_weights": d["random_weights"], "model_role": d["role"],
-        "load_peak_mlx_bytes": d["peak_mlx_bytes"], "backend": d["backend"],
+        "load_peak_mlx_bytes": d["peak_mlx_bytes"], "backend": d["backend"], **stats.columns(),
     }
 
 
@@ -31,5 +31,5 @@ def measurement_columns(m: Measurement) -> dict[str, Any]:
         "turn_outputs": list(m.turn_outputs) or None,
         "server_prompt_tokens": m.server_prompt_tokens, "server_completion_tokens": m.server_completion_tokens,
         "server_prefill_s": m.server_prefill_s, "server_prefill_tps": m.server_prefill_tps,
-        "server_decode_tps": m.server_decode_tps, "inputs_s": m.inputs_s,
+        "server_decode_tps": m.server_decode_tps, "inputs_s": m.inputs_s, **m.columns(),
     }

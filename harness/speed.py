@@ -165,7 +165,9 @@ def speed_table(df: pd.DataFrame) -> pd.DataFrame:
         flags = []
         if s.noisy:
             flags.append(f"noisy (cv {s.cv:.0%})")
-        if bound > 0 and bandwidth.is_impossible({"decode_tps": s.mean, "decode_bound_tps": bound}):
+        figures = {c: float(g[c].mean()) for c in ("bandwidth_gbps", "bandwidth_measured_gbps",
+                                                  "bandwidth_datasheet_gbps") if c in g and g[c].notna().any()}
+        if bound > 0 and bandwidth.is_impossible({"decode_tps": s.mean, "decode_bound_tps": bound, **figures}):
             flags.append("IMPOSSIBLE: above the bandwidth bound")
         lines.append({
             "model": model, "test": test, "mean": s.mean, "std": s.std, "n": s.n, "cv": s.cv,

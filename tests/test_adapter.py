@@ -33,7 +33,7 @@ def test_load_records_what_the_report_needs(qwen, qwen_dir):
     assert s.arch == "qwen2_5_vl"
     assert s.quantization == "bf16"
     assert s.random_weights is True
-    assert s.backend in ("cpu", "gpu")
+    assert s.backend in ("cpu", "metal", "cuda")
     assert 0 < s.load_s < 60 and s.import_s >= 0
     assert s.size_bytes == sum(p.stat().st_size for p in qwen_dir.rglob("*") if p.is_file())
     assert len(s.content_hash) == 64

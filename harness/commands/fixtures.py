@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from harness.commands import command
@@ -13,6 +14,9 @@ def configure(f: argparse.ArgumentParser) -> None:
                    "train-reference: datasets/reference/shapes)")
     f.add_argument("--arch", action="append", help="only this architecture (repeatable)")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--preset", action="append", help="build: a random-weight checkpoint with a published model's "
+                   "dimensions, bf16 and 4-bit, as DIR/preset-NAME[-4bit] (repeatable): qwen2.5-vl-7b (7b), "
+                   "qwen2.5-vl-3b (3b), llava-1.6-mistral-7b, phi-3.5-vision, smolvlm2-2.2b; DIR goes before --preset")
     f.add_argument("--out", help="train-reference: checkpoint directory (same as DIR)")
     f.add_argument("--steps", type=int, help="train-reference: training steps (default: as the committed checkpoint)")
     f.add_argument("--heldout", type=int, help="train-reference: held-out samples scored through the harness after "
@@ -35,6 +39,20 @@ def run(args: argparse.Namespace) -> int:
     from harness.fixtures.build import build_all, default_root, is_valid, read_manifest
 
     root = Path(args.dir) if args.dir else default_root()
+    if args.action == "build" and args.preset:
+        from harness.fixtures.presets import build_preset, resolve
+
+        try:
+            chosen = [resolve(name) for name in args.preset]
+        except KeyError as e:
+            print(f"error: {e.args[0]}", file=sys.stderr)
+            return 2
+        for preset in chosen:
+            for path in build_preset(preset, root, seed=args.seed, force=args.force):
+                m = read_manifest(path) or {}
+                print(f"{path}  {m.get('size_bytes', 0) / 1e9:.2f} GB  {m.get('parameters', 0) / 1e9:.2f} B params  "
+                      f"sha256 {m.get('content_hash', '')[:16]}")
+        return 0
     if args.action == "build":
         for path in build_all(root, args.arch or None, seed=args.seed, force=args.force):
             m = read_manifest(path) or {}

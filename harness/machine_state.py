@@ -1,0 +1,169 @@
+"""The state of the machine while something is measured: other processes' load, clocks, power.
+
+Another process using the CPU, a GPU clocked down by heat, low-power mode or a battery all
+change speed figures; a row measured so is flagged (`contended`) and says why (`machine_state`).
+
+Other processes' load is the system's busy CPU time minus this process's own over the same
+interval, in cores (1.0 = one core kept busy). CPU times advance in kernel ticks, so a short
+sample's figure is coarse: the verdict allows for that, and the load average's last minute is
+recorded beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+# Others' load at or above this many cores, or this share of all cores, marks a sample contended.
+CONTENDED_CORES = 0.5
+CONTENDED_SHARE = 0.10
+TICK_S = 1 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+
+
+def _busy(t: Any) -> float:
+    idle = getattr(t, "idle", 0.0) + getattr(t, "iowait", 0.0)
+    total = sum(getattr(t, f) for f in t._fields if f not in ("guest", "guest_nice"))  # guest is in user
+    return total - idle
+
+
+def _run(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+        return out.stdout if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_clock() -> dict[str, float] | None:
+    try:
+        f = psutil.cpu_freq()
+    except (OSError, NotImplementedError, AttributeError):
+        return None
+    if not f or not f.current:
+        return None
+    return {"cpu_mhz": round(f.current, 1), "cpu_max_mhz": round(f.max, 1) if f.max else None}
+
+
+def gpu_clocks() -> dict[str, Any] | None:
+    """NVIDIA clocks, load and throttle reasons (nvidia-smi), or None where there is none."""
+    from harness.environment import nvidia_query
+
+    fields = ("clocks.sm,clocks.max.sm,utilization.gpu,temperature.gpu,power.draw,"
+              "clocks_event_reasons.hw_slowdown,clocks_event_reasons.sw_thermal_slowdown,"
+              "clocks_event_reasons.sw_power_cap")
+    q = nvidia_query(fields)
+    if not q or len(q) != 8:
+        return None
+    keys = ("gpu_sm_mhz", "gpu_max_sm_mhz", "gpu_util_pct", "gpu_temp_c", "gpu_power_w")
+    out: dict[str, Any] = {}
+    for k, v in zip(keys, q[:5], strict=True):
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = None
+    active = [name for name, v in zip(("hw_slowdown", "thermal", "power_cap"), q[5:], strict=True) if v == "Active"]
+    out["gpu_throttle"] = active
+    return out
+
+
+def power_state() -> dict[str, Any]:
+    """Power source and battery; on macOS also low-power mode and the thermal state."""
+    out: dict[str, Any] = {}
+    try:
+        b = psutil.sensors_battery()
+    except (AttributeError, OSError, NotImplementedError):
+        b = None
+    if b is not None:
+        out["on_battery"] = not b.power_plugged
+        out["battery_pct"] = round(b.percent, 1)
+    if platform.system() == "Darwin":
+        text = _run(["pmset", "-g"])
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "lowpowermode":
+                out["low_power_mode"] = parts[1] == "1"
+        therm = _run(["pmset", "-g", "therm"])
+        for line in therm.splitlines():
+            if "CPU_Speed_Limit" in line:
+                try:
+                    out["cpu_speed_limit_pct"] = int(line.split("=")[-1])
+                except ValueError:
+                    pass
+        level = _run(["sysctl", "-n", "machdep.xcpm.cpu_thermal_level"]).strip()
+        if level.isdigit():
+            out["thermal_level"] = int(level)
+    return out
+
+
+def snapshot(gpu: bool = False) -> dict[str, Any]:
+    """The machine's state now: per run, beside the per-sample figures."""
+    out: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                           "cores": psutil.cpu_count(logical=True)}
+    out.update(cpu_clock() or {})
+    out.update(power_state())
+    if gpu:
+        out.update(gpu_clocks() or {})
+    return out
+
+
+def throttled(state: dict[str, Any]) -> list[str]:
+    """Reasons the machine ran below its normal speed, from a state dict."""
+    why = []
+    if state.get("low_power_mode"):
+        why.append("low-power mode")
+    if (state.get("cpu_speed_limit_pct") or 100) < 100:
+        why.append(f"CPU speed limit {state['cpu_speed_limit_pct']} %")
+    if (state.get("thermal_level") or 0) > 0:
+        why.append(f"thermal level {state['thermal_level']}")
+    if state.get("gpu_throttle"):
+        why.append("GPU " + "+".join(state["gpu_throttle"]))
+    return why
+
+
+@dataclass
+class SampleMonitor:
+    """Brackets one sample: `start()` before it, `stop()` after; stop returns (contended, state).
+
+    Reading /proc (two cpu_times calls) costs microseconds; the GPU query (nvidia-smi, tens of
+    milliseconds) runs in stop(), after the sample's clocks have stopped.
+    """
+
+    gpu: bool = False
+
+    def start(self) -> None:
+        self._proc = psutil.Process()
+        self._t0 = time.perf_counter()
+        self._sys0 = _busy(psutil.cpu_times())
+        c = self._proc.cpu_times()
+        self._own0 = c.user + c.system + c.children_user + c.children_system
+
+    def stop(self) -> tuple[bool, dict[str, Any]]:
+        wall = time.perf_counter() - self._t0
+        sys_busy = _busy(psutil.cpu_times()) - self._sys0
+        c = self._proc.cpu_times()
+        own = c.user + c.system + c.children_user + c.children_system - self._own0
+        cores = psutil.cpu_count(logical=True) or 1
+        others = max(0.0, sys_busy - own) / wall if wall > 0 else 0.0
+        state = snapshot(self.gpu)
+        state.update({"wall_s": round(wall, 4), "own_cpu_cores": round(own / wall, 3) if wall > 0 else None,
+                      "others_cpu_cores": round(others, 3)})
+        reasons = throttled(state)
+        # CPU times advance in ticks (10 ms per core): over a short sample the figure is only good
+        # to about two ticks per core over the wall time, and that margin is added to the threshold.
+        resolution = 2 * TICK_S * cores / wall if wall > 0 else float("inf")
+        state["others_resolution_cores"] = round(min(resolution, 1e6), 3)
+        if others >= max(CONTENDED_CORES, CONTENDED_SHARE * cores) + resolution:
+            reasons.insert(0, f"other processes used {others:.2f} cores")
+        state["contended_by"] = reasons
+        return bool(reasons), state
+
+    @staticmethod
+    def encode(state: dict[str, Any]) -> str:
+        return json.dumps(state, sort_keys=True)
