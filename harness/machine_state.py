@@ -113,6 +113,38 @@ def snapshot(gpu: bool = False) -> dict[str, Any]:
     return out
 
 
+class _Poller:
+    """snapshot() refreshed in a background thread, at most once per `interval_s`: the GPU query
+    (nvidia-smi) and macOS's pmset take tens of milliseconds, which must not sit on a sample's
+    path. A sample reads the latest snapshot, whose age is recorded with it."""
+
+    def __init__(self, gpu: bool, interval_s: float = 1.0) -> None:
+        import threading
+
+        self.gpu, self.interval_s = gpu, interval_s
+        self.latest: dict[str, Any] = snapshot(gpu)
+        self.at = time.monotonic()
+        threading.Thread(target=self._loop, name="machine-state", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            self.latest, self.at = snapshot(self.gpu), time.monotonic()
+
+    def read(self) -> dict[str, Any]:
+        return {**self.latest, "state_age_s": round(time.monotonic() - self.at, 3)}
+
+
+_POLLERS: dict[bool, _Poller] = {}
+
+
+def recent_snapshot(gpu: bool = False) -> dict[str, Any]:
+    """The machine's state as of at most about a second ago, never waiting for a slow query."""
+    if gpu not in _POLLERS:
+        _POLLERS[gpu] = _Poller(gpu)
+    return _POLLERS[gpu].read()
+
+
 def throttled(state: dict[str, Any]) -> list[str]:
     """Reasons the machine ran below its normal speed, from a state dict."""
     why = []
@@ -131,8 +163,9 @@ def throttled(state: dict[str, Any]) -> list[str]:
 class SampleMonitor:
     """Brackets one sample: `start()` before it, `stop()` after; stop returns (contended, state).
 
-    Reading /proc (two cpu_times calls) costs microseconds; the GPU query (nvidia-smi, tens of
-    milliseconds) runs in stop(), after the sample's clocks have stopped.
+    Reading /proc (two cpu_times calls) costs microseconds; clocks, power and the GPU query
+    (nvidia-smi, tens of milliseconds) come from a background poller (recent_snapshot), so
+    nothing slow runs on the sample's path.
     """
 
     gpu: bool = False
@@ -151,7 +184,7 @@ class SampleMonitor:
         own = c.user + c.system + c.children_user + c.children_system - self._own0
         cores = psutil.cpu_count(logical=True) or 1
         others = max(0.0, sys_busy - own) / wall if wall > 0 else 0.0
-        state = snapshot(self.gpu)
+        state = recent_snapshot(self.gpu)
         state.update({"wall_s": round(wall, 4), "own_cpu_cores": round(own / wall, 3) if wall > 0 else None,
                       "others_cpu_cores": round(others, 3)})
         reasons = throttled(state)
