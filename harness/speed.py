@@ -28,7 +28,7 @@ import pandas as pd
 
 from harness import bandwidth
 from harness.models import checkpoint_path, resolve
-from harness.paths import reports_dir
+from harness.paths import cache_dir, reports_dir
 from harness.protocol import Finished, Loaded
 from harness.rows import load_columns
 from harness.rundir import RunDir, new_run_id, now
@@ -128,7 +128,7 @@ def run_speed(models: Sequence[str], config: SpeedConfig, out_dir: Path | None =
         store = ResultsStore(run.path)
         bw = bandwidth.machine_bandwidth()
         supervisor = Supervisor(Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s), say=say)
-        workload = replace(plan(config), scratch=str(run.path))
+        workload = replace(plan(config), scratch=str(cache_dir() / "speed"))  # noise images, reused
         for name in models:
             base = {"run_id": run.run_id, "model": name}
             try:

@@ -12,6 +12,7 @@ plans the tests and builds the table; this module touches the model).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,11 @@ def noise_image(size: int, seed: int, directory: Path) -> Path:
 
     path = directory / f"speed-noise-{size}-{seed}.png"
     if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(seed)
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # shared by every run: whole files only
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
     return path
 
 
