@@ -48,3 +48,12 @@ def test_bad_names_give_one_line_errors_that_say_what_to_do(fixtures_root, tmp_p
     assert r.stderr.strip().count("\n") == 0 and "no results at" in r.stderr
     r = cli("run", "--resume", "--out", str(tmp_path / "empty"))
     assert r.returncode == 2 and "no unfinished run" in r.stderr
+
+
+def test_load_cache_both_records_a_cold_and_a_warm_load(fixtures_root, tmp_path):
+    r = cli("run", "-m", "fixture-qwen2_5_vl", "-s", "synthetic-shapes", "--limit", "1", "--load-cache", "both",
+            "--out", str(tmp_path), "--fixtures", str(fixtures_root), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    paths = dict(line.split(":", 1) for line in r.stdout.splitlines() if line.startswith("results"))
+    row = pd.read_parquet(paths["results"].strip()).iloc[0]
+    assert row["load_cache"] in ("cold", "warm") and row["load_warm_s"] > 0 and row["load_s"] > 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed generations per model before measuring (default 1)")
     r.add_argument("--limit", type=int_in(1), help="use only the first N samples of each suite")
     r.add_argument("--max-tokens", type=int_in(1, 32768), help="override every suite's generation limit")
+    r.add_argument("--load-cache", choices=("cold", "warm", "both"),
+                   help="time the load with the checkpoint's pages dropped from the page cache first (cold, the "
+                        "default), as found (warm), or both (load_s cold, load_warm_s warm)")
     r.add_argument("--timeout", type=positive_float, default=600.0, help="seconds one sample may take before its worker is stopped (default 600)")
     r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
     r.add_argument("--report", help="where to write the HTML report (default: <run>/report.html)")
@@ -34,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.suites import default_suites
     from harness.tester import VLMTester
 
+    if args.load_cache:  # read by the adapter in each worker process, which inherits it
+        os.environ["VLM_HARNESS_LOAD_CACHE"] = args.load_cache
     tester = VLMTester(
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,9 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
     r.add_argument("--fixtures", help="directory of fixture checkpoints (default: ~/.cache/vlm-harness/fixtures)")
+    r.add_argument("--load-cache", choices=("cold", "warm", "both"),
+                   help="time the load with the checkpoint's pages dropped from the page cache first (cold, the "
+                        "default), as found (warm), or both (load_s cold, load_warm_s warm)")
     r.add_argument("--timeout", type=positive_float, default=600.0, help="seconds one test may take before its worker is stopped")
 
 
@@ -42,6 +46,8 @@ def speed(args: argparse.Namespace) -> int:
     if not config.tests():
         print("vlm-harness: error: no tests: give at least one of -p, -n, --image-sizes", file=sys.stderr)
         return 2
+    if args.load_cache:  # read by the adapter in each worker process, which inherits it
+        os.environ["VLM_HARNESS_LOAD_CACHE"] = args.load_cache
     bw = bandwidth.machine_bandwidth()
     print(f"memory bandwidth: {bw.gbps:.1f} GB/s ({bw.source})", file=sys.stderr)
     run_dir, df = run_speed(
