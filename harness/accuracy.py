@@ -119,9 +119,8 @@ def measured_rows(df: pd.DataFrame) -> pd.DataFrame:
         return df
     d = df[df["model"].notna() & (df["model"] != ALL) & df["suite"].notna() & (df["suite"] != ALL)
            & (df["sample_id"] != ALL)].copy()
-    d["suite_hash"] = d["suite_hash"].fillna("")
-    d["category"] = d["category"].fillna("")
-    d["metric"] = d["metric"].fillna("")
+    for col in ("suite_hash", "category", "metric"):  # absent from rows built by hand: one group
+        d[col] = d[col].fillna("") if col in d else ""
     return d
 
 

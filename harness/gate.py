@@ -261,23 +261,47 @@ def judge(t: Timing, factor: float, alpha: float, p_worse: float, p_better: floa
     return min(p_worse, p_better), "unchanged", note
 
 
+# An accuracy comparison whose samples cannot see a fall this large (two-sided 5 %, power 80 %)
+# says "insufficient" rather than "unchanged": an unchanged verdict it could not have failed.
+MIN_DETECTABLE_DROP = 0.10
+
+
 def _accuracy(b: pd.DataFrame, c: pd.DataFrame, alpha: float) -> tuple[float, float, float, float, int, str, str]:
-    bs = b.groupby("sample_id")["score"].mean()
-    cs = c.groupby("sample_id")["score"].mean()
+    """Paired over the samples both sides scored, per-sample scores from harness.accuracy, the
+    direction from the metric registry."""
+    from harness.accuracy import direction, per_sample_scores
+    from harness.intervals import detectable_drop, samples_needed
+
+    bs = per_sample_scores(b).set_index("sample_id")["score"]
+    cs = per_sample_scores(c).set_index("sample_id")["score"]
     common = bs.index.intersection(cs.index)
     if len(common) == 0:
         return float(bs.mean()), float(cs.mean()), math.nan, math.nan, 0, "insufficient", "no sample measured in both"
-    x, y = bs.loc[common].to_numpy(), cs.loc[common].to_numpy()
-    delta, lo, hi, p_drop = paired_bootstrap(x, y)
-    _, _, _, p_rise = paired_bootstrap(y, x)
-    note = f"Δ {100 * delta:+.1f} pp, 95 % CI [{100 * lo:+.1f}, {100 * hi:+.1f}] over {len(common)} paired samples"
+    x, y = bs.loc[common].to_numpy(dtype=float), cs.loc[common].to_numpy(dtype=float)
+    higher = direction(sorted({m for m in b["metric"].dropna().unique() if m})) is not False
+    worse_first = (x, y) if higher else (-x, -y)  # a drop is a regression only where higher is better
+    delta, lo, hi, p_drop = paired_bootstrap(*worse_first)
+    _, _, _, p_rise = paired_bootstrap(worse_first[1], worse_first[0])
+    sign = 1 if higher else -1
+    note = (f"Δ {100 * sign * delta:+.1f} pp, 95 % CI [{100 * sign * lo:+.1f}, {100 * sign * hi:+.1f}] over "
+            f"{len(common)} paired samples")
     if delta < 0 and p_drop < alpha:
         verdict, p = "regression", p_drop
     elif delta > 0 and p_rise < alpha:
         verdict, p = "improvement", p_rise
     else:
         verdict, p = "unchanged", min(p_drop, p_rise)
-    return float(x.mean()), float(y.mean()), delta, p, len(common), verdict, note
+        base = float(x.mean())
+        binary = bool(((x == 0) | (x == 1)).all())
+        if higher and binary and 0 < base <= 1:
+            can_see = detectable_drop(base, len(common))
+            if not can_see <= MIN_DETECTABLE_DROP:
+                need = samples_needed(base, min(MIN_DETECTABLE_DROP, base))
+                verdict = "insufficient"
+                note += (f"; {len(common)} samples detect only a fall of "
+                         f"{'more than all of it' if math.isnan(can_see) else f'{100 * can_see:.0f} pp'} "
+                         f"(power 80 %); {need} are needed to see {100 * MIN_DETECTABLE_DROP:.0f} pp")
+    return float(x.mean()), float(y.mean()), delta, p, len(common), verdict, note  # delta: + is better
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, factor: float = 1.1, alpha: float = 0.05,

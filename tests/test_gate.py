@@ -340,3 +340,19 @@ def test_bootstrap_medians_is_seeded_and_bounded_in_memory():
     assert np.array_equal(a, b) and len(a) == 200
     assert abs(float(np.median(a))) < 0.02  # the median of a centred normal
     assert len(bootstrap_medians([])) == 0 and set(bootstrap_medians([2.0, 2.0], resamples=5)) == {2.0}
+
+
+def test_an_accuracy_comparison_too_small_to_see_a_fall_says_so_with_the_samples_needed():
+    from harness.gate import compare
+
+    def rows(run, scores):
+        return pd.DataFrame([{"run_id": run, "model": "m", "suite": "s", "suite_hash": "h", "sample_id": f"q{i}",
+                              "repeat": 0, "status": "ok", "score": v, "metric": "exact_match", "schema_version": 2,
+                              "ttft_s": 0.1, "decode_tps": 100.0, "prefill_tps": 1000.0, "peak_mlx_bytes": 1}
+                             for i, v in enumerate(scores)])
+
+    small = compare(rows("a", [1, 1, 0, 1, 1, 0, 1, 1]), rows("b", [1, 1, 0, 1, 0, 0, 1, 1]))
+    acc = next(f for f in small.findings if f.metric == "score")
+    assert acc.verdict == "insufficient" and "are needed to see 10 pp" in acc.note
+    big = compare(rows("a", [1, 0] * 400), rows("b", [1, 0] * 400))
+    assert next(f for f in big.findings if f.metric == "score").verdict == "unchanged"
