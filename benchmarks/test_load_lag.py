@@ -4,8 +4,6 @@ server that answers at once; how late the client sends them (mean, p99, max), pe
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,23 +16,18 @@ from harness.serving.requests import LoadRequest, chat_body
 from harness.serving.rows import read_rows
 from harness.serving.sweep import LoadRun, Plan, run_load
 
-SERVER = Path(__file__).resolve().parent.parent / "tests" / "serving_server.py"
+# The scripted local server the serving tests use.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from servers import scripted_server  # noqa: E402
+
 RATES = (50.0, 200.0, 400.0)
 REQUESTS = 400
 
 
 @pytest.fixture(scope="module")
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(SERVER), str(port)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.kill()
-        proc.wait()
+    with scripted_server() as url:
+        yield url
 
 
 def test_scheduling_lag(benchmark, server, tmp_path):

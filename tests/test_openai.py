@@ -4,17 +4,13 @@ small real HTTP servers that misbehave in each way a server can."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from servers import free_port, mlx_vlm_server
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
 from harness.adapters.openai import OpenAIAdapter, ServerError, api_base
@@ -28,47 +24,11 @@ def sample(max_tokens=8) -> Sample:
     return Sample("t", "x", (IMAGE,), "What animal is this?", ("cat",), "object", "exact_match", max_tokens)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(qwen_dir, tmp_path_factory):
     """mlx_vlm.server on 127.0.0.1, serving the qwen fixture; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    # The server's log goes to a file: an unread pipe fills up and freezes the server mid-test.
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlx_vlm.server", "--model", str(qwen_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=log, env=env,
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"mlx_vlm.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("mlx_vlm.server did not become healthy in 120 s")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with mlx_vlm_server(qwen_dir, tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 def spec_for(base_url: str, source: str = "m", **kw) -> ModelSpec:

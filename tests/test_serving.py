@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from servers import free_port, mlx_vlm_server, scripted_server
 
 from harness.records import Sample
 from harness.serving.loadgen import Step, Target, planned_times, run_sweep
@@ -30,22 +30,10 @@ PLANTED = [0.100, 0.130, 0.140, 0.160, 0.200]  # tests/serving_server.py's sched
 PLANTED_USAGE = 9
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "serving_server.py"), str(port)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.kill()
-        proc.wait()
+    with scripted_server() as url:
+        yield url
 
 
 def requests_for(model: str, n: int = 1) -> list[LoadRequest]:
@@ -293,37 +281,8 @@ def test_cli_rate_sweep_writes_rows_report_and_table(server, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def mlx_server(qwen_dir, tmp_path_factory):
-    import os
-    import urllib.request
-
-    port = free_port()
-    # The server logs every request: to a file, as a pipe nobody reads fills up and stalls it.
-    log = tmp_path_factory.mktemp("mlx-server") / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "mlx_vlm.server", "--model", str(qwen_dir), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"mlx_vlm.server exited: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("mlx_vlm.server did not become healthy in 120 s")
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with mlx_vlm_server(qwen_dir, tmp_path_factory.mktemp("mlx-server")) as url:
+        yield url
 
 
 def test_concurrency_sweep_against_mlx_vlm_server(mlx_server, qwen_dir, tmp_path, capsys):
