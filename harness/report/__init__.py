@@ -62,7 +62,8 @@ ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number
 SPEED_CAPTION = ("Mean ± half-width of the 95 % interval of the mean over requests (Student t); Load and "
                  "Import are per model load: one load shows its value, several mean ± std. Tokens: mean "
                  "generated / prompt tokens per request. Memory is the largest per-request peak. A cell marked "
-                 "noisy has a coefficient of variation above 10 %.")
+                 "noisy: repetitions of one sample (--repeats) vary by more than 10 % (median coefficient of "
+                 "variation); without repetitions the spread is across different samples, not noise.")
 
 
 def _core(df: pd.DataFrame) -> pd.DataFrame:
