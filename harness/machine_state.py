@@ -27,6 +27,15 @@ CONTENDED_SHARE = 0.10
 TICK_S = 1 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
+CORES = psutil.cpu_count(logical=True) or 1
+
+
+def _own_cpu() -> float:
+    """This process's CPU seconds, its children's included (os.times: one system call)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _busy(t: Any) -> float:
     idle = getattr(t, "idle", 0.0) + getattr(t, "iowait", 0.0)
     total = sum(getattr(t, f) for f in t._fields if f not in ("guest", "guest_nice"))  # guest is in user
@@ -171,18 +180,15 @@ class SampleMonitor:
     gpu: bool = False
 
     def start(self) -> None:
-        self._proc = psutil.Process()
         self._t0 = time.perf_counter()
         self._sys0 = _busy(psutil.cpu_times())
-        c = self._proc.cpu_times()
-        self._own0 = c.user + c.system + c.children_user + c.children_system
+        self._own0 = _own_cpu()
 
     def stop(self) -> tuple[bool, dict[str, Any]]:
         wall = time.perf_counter() - self._t0
         sys_busy = _busy(psutil.cpu_times()) - self._sys0
-        c = self._proc.cpu_times()
-        own = c.user + c.system + c.children_user + c.children_system - self._own0
-        cores = psutil.cpu_count(logical=True) or 1
+        own = _own_cpu() - self._own0
+        cores = CORES
         others = max(0.0, sys_busy - own) / wall if wall > 0 else 0.0
         state = recent_snapshot(self.gpu)
         state.update({"wall_s": round(wall, 4), "own_cpu_cores": round(own / wall, 3) if wall > 0 else None,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,11 +79,9 @@ def available_bytes() -> tuple[int, str]:
 
         if mx.default_device() == mx.gpu and getattr(mx, "cuda", None) is not None and mx.cuda.is_available():
             # Weights and activations live in the GPU's memory, whatever the host has free.
-            from harness.environment import nvidia_query
-
-            q = nvidia_query("memory.free")
-            if q:
-                return int(float(q[0]) * 2**20), "free CUDA device memory"
+            free = _cuda_free(mx)
+            if free is not None:
+                return free, "free CUDA device memory"
         if mx.metal.is_available():
             info = mx.metal.device_info() if hasattr(mx.metal, "device_info") else mx.device_info()
             limit = int(info.get("max_recommended_working_set_size", 0))
@@ -93,6 +92,26 @@ def available_bytes() -> tuple[int, str]:
     except Exception:  # no MLX or no Metal: RAM is the limit
         pass
     return avail, source
+
+
+# nvidia-smi takes tens of milliseconds: asked at most this often, and in between the free figure
+# follows MLX's own allocations (other processes' changes wait for the next query).
+CUDA_QUERY_EVERY_S = 5.0
+_cuda_reading: tuple[float, int, int] | None = None  # (when, free bytes, MLX active bytes then)
+
+
+def _cuda_free(mx: Any) -> int | None:
+    global _cuda_reading
+    now, active = time.monotonic(), int(mx.get_active_memory())
+    if _cuda_reading is None or now - _cuda_reading[0] > CUDA_QUERY_EVERY_S:
+        from harness.environment import nvidia_query
+
+        q = nvidia_query("memory.free")
+        if not q:
+            return None
+        _cuda_reading = (now, int(float(q[0]) * 2**20), active)
+    _, free, active_then = _cuda_reading
+    return free - (active - active_then)
 
 
 def budget_bytes() -> tuple[int, str]:
