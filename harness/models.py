@@ -10,8 +10,9 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from harness.images import ImageLimits
 from harness.paths import project_root
@@ -19,6 +20,18 @@ from harness.paths import project_root
 
 class ModelError(ValueError):
     """A model name, file or checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting one adapter reads from a model file (declared in the adapter's OPTIONS), so
+    the model spec carries no adapter's fields by hand."""
+
+    type: type
+    default: Any
+    help: str
+    required: bool = False
+    range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,11 +50,17 @@ class ModelSpec:
     weight_bytes: int = 0  # approximate size of the weights, bytes
     # [images] table: resize and limits (harness/images.py)
     images: ImageLimits = ImageLimits()
-    # adapter = "openai": the server, and how long one request may take
-    base_url: str = ""
-    api_model: str = ""  # the name the server knows the model by (default: source)
-    api_key_env: str = ""  # environment variable holding a bearer token, if the server wants one
-    timeout_s: float = 120.0
+    # Settings the adapter itself declares (its OPTIONS, e.g. the openai adapter's base_url),
+    # written at the top level of a model file like any field.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str) -> Any:
+        """An adapter setting: the model's own value, else the adapter's default."""
+        if name in self.options:
+            return self.options[name]
+        from harness.adapters import ADAPTERS
+
+        return ADAPTERS.get(self.adapter).OPTIONS[name].default
 
     @property
     def is_fixture(self) -> bool:
@@ -65,10 +84,9 @@ def parse_model_file(path: Path) -> ModelSpec:
         raise ModelError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ModelError(f"{path}: not valid TOML: {e}") from None
-    allowed = {f.name for f in fields(ModelSpec)}
-    for key in data:
-        if key not in allowed:
-            raise ModelError(f"{path}: unknown field {key!r}; allowed: {', '.join(sorted(allowed))}")
+    if "options" in data:
+        raise ModelError(f"{path}: field 'options' is not written as such: give the adapter's settings at the "
+                         "top level (e.g. base_url = \"http://127.0.0.1:8080/v1\")")
     data.setdefault("name", path.stem)
     if "source" not in data:
         raise ModelError(f"{path}: missing required field 'source' (a directory, hub id or fixture:<arch>)")
@@ -98,8 +116,7 @@ def _check_type(path: Path, name: str, value: object, want: type) -> object:
 
 # Fields with a range beyond "not negative": what a server or mlx_vlm accepts, and sanity.
 RANGES: dict[str, tuple[float, float]] = {
-    "max_tokens": (0, 32768), "temperature": (0.0, 5.0), "top_p": (0.0, 1.0), "timeout_s": (0.001, 86400.0),
-    "params_b": (0.0, 10_000.0),
+    "max_tokens": (0, 32768), "temperature": (0.0, 5.0), "top_p": (0.0, 1.0), "params_b": (0.0, 10_000.0),
 }
 
 
@@ -124,13 +141,26 @@ def _validated(path: Path, data: dict) -> dict:
                 raise ModelError(f"{path}: [images] {e}") from None
         elif f.type in types:
             out[f.name] = _check_type(path, f.name, value, types[f.type])
-    if "adapter" in out:
-        from harness.adapters import ADAPTERS
+    from harness.adapters import ADAPTERS
 
-        if out["adapter"] not in ADAPTERS:
-            raise ModelError(f"{path}: field 'adapter' is {out['adapter']!r}; known: {', '.join(ADAPTERS.names())}")
-    if out.get("adapter") == "openai" and not out.get("base_url"):
-        raise ModelError(f"{path}: adapter 'openai' needs base_url (e.g. \"http://127.0.0.1:8080/v1\")")
+    adapter = out.get("adapter", "mlx_vlm")
+    if adapter not in ADAPTERS:
+        raise ModelError(f"{path}: field 'adapter' is {adapter!r}; known: {', '.join(ADAPTERS.names())}")
+    declared = getattr(ADAPTERS.get(adapter), "OPTIONS", {})
+    options = {}
+    for key in [k for k in out if k not in {f.name for f in fields(ModelSpec)}]:
+        opt = declared.get(key)
+        if opt is None:
+            allowed = sorted({f.name for f in fields(ModelSpec)} - {"options"} | set(declared))
+            raise ModelError(f"{path}: unknown field {key!r} for adapter {adapter!r}; allowed: {', '.join(allowed)}")
+        value = _check_type(path, key, out.pop(key), opt.type)
+        if opt.range is not None and not opt.range[0] <= value <= opt.range[1]:
+            raise ModelError(f"{path}: field {key!r} is {value!r}; allowed {opt.range[0]}..{opt.range[1]}")
+        options[key] = value
+    for key, opt in declared.items():
+        if opt.required and not options.get(key):
+            raise ModelError(f"{path}: adapter {adapter!r} needs {key} ({opt.help})")
+    out["options"] = options
     return out
 
 
@@ -206,11 +236,18 @@ def resolve(name: str) -> ModelSpec:
 def with_adapter(spec: ModelSpec, adapter: str, base_url: str = "") -> ModelSpec:
     """The same checkpoint through another adapter (`run --adapter`), named apart so both runs
     can sit side by side in one report."""
-    if adapter == spec.adapter and base_url in ("", spec.base_url):
+    current = spec.options.get("base_url", "")
+    if adapter == spec.adapter and base_url in ("", current):
         return spec
-    if adapter == "openai" and not (base_url or spec.base_url):
-        raise ModelError("--adapter openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
-    return replace(spec, name=f"{spec.name}@{adapter}", adapter=adapter, base_url=base_url or spec.base_url)
+    options = {**spec.options, **({"base_url": base_url} if base_url else {})}
+    from harness.adapters import ADAPTERS
+
+    if adapter not in ADAPTERS:
+        raise ModelError(f"--adapter {adapter!r} is not one of {', '.join(ADAPTERS.names())}")
+    for key, opt in getattr(ADAPTERS.get(adapter), "OPTIONS", {}).items():
+        if opt.required and not options.get(key):
+            raise ModelError(f"--adapter {adapter} needs --{key.replace('_', '-')} ({opt.help})")
+    return replace(spec, name=f"{spec.name}@{adapter}", adapter=adapter, options=options)
 
 
 def default_models() -> list[str]:

@@ -74,7 +74,17 @@ def test_a_full_model_file_parses(tmp_path):
     )))
     assert spec.name == "m" and spec.temperature == 0.0 and isinstance(spec.temperature, float)
     assert spec.images == ImageLimits(max_size=512, allow_hosts=("example.org",))
-    assert spec.aliases == ("xy",) and spec.timeout_s == 30.0
+    assert spec.aliases == ("xy",) and spec.option("timeout_s") == 30.0
+    assert spec.options == {"base_url": "http://127.0.0.1:8080/v1", "timeout_s": 30.0}
+
+
+def test_an_adapters_own_settings_are_declared_by_it_not_by_the_model_spec(tmp_path):
+    with pytest.raises(ModelError, match="unknown field 'base_url' for adapter 'mlx_vlm'"):
+        parse_model_file(write(tmp_path, 'source = "x/y"\nbase_url = "http://127.0.0.1:8080/v1"\n'))
+    with pytest.raises(ModelError, match="field 'timeout_s' is 0.0; allowed"):
+        parse_model_file(write(tmp_path, 'source = "x/y"\nadapter = "openai"\nbase_url = "http://h:1/v1"\ntimeout_s = 0\n'))
+    spec = parse_model_file(write(tmp_path, 'source = "x/y"\nadapter = "openai"\nbase_url = "http://h:1/v1"\n'))
+    assert spec.option("timeout_s") == 120.0 and spec.option("api_model") == ""  # the adapter's defaults
 
 
 def test_models_command_shows_availability(tmp_path):

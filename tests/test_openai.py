@@ -31,8 +31,8 @@ def served(qwen_dir, tmp_path_factory):
         yield url
 
 
-def spec_for(base_url: str, source: str = "m", **kw) -> ModelSpec:
-    return ModelSpec(name="served", source=source, adapter="openai", base_url=base_url, **kw)
+def spec_for(base_url: str, source: str = "m", **options) -> ModelSpec:
+    return ModelSpec(name="served", source=source, adapter="openai", options={"base_url": base_url, **options})
 
 
 def test_base_url_with_or_without_v1():

@@ -211,7 +211,7 @@ def server():
 
 def generate(srv, max_tokens: int = 8, timeout_s: float = 2.0):
     spec = ModelSpec(name="s", source="m", adapter="openai",
-                     base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", timeout_s=timeout_s)
+                     options={"base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1", "timeout_s": timeout_s})
     image = str(Path(__file__).resolve().parent.parent / "datasets/natural/images/chelsea.png")
     sample = Sample("t", "x", (image,), "What is this?", ("cat",), "object", "exact_match", max_tokens)
     return OpenAIAdapter(spec, "m").generate(sample, max_tokens)

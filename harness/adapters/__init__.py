@@ -19,6 +19,10 @@ class Unsupported(Exception):
 
 
 class Adapter(Protocol):
+    # Settings a model file may give this adapter (harness.models.Option by name); read with
+    # ModelSpec.option(name).
+    OPTIONS: dict
+
     def __init__(self, spec: ModelSpec, path: str) -> None: ...
 
     def load(self) -> LoadStats: ...

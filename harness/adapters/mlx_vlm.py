@@ -105,6 +105,8 @@ def _backend() -> str:
 
 @ADAPTERS.register("mlx_vlm")
 class MlxVlmAdapter:
+    OPTIONS: dict = {}  # nothing beyond the model spec
+
     def __init__(self, spec: ModelSpec, path: str) -> None:
         self.spec = spec
         self.path = path

@@ -30,7 +30,7 @@ from harness import checkpoint
 from harness.adapters import ADAPTERS
 from harness.images import load_images, record_json, to_data_uri
 from harness.memory import peak_rss_bytes
-from harness.models import ModelError, ModelSpec
+from harness.models import ModelError, ModelSpec, Option
 from harness.records import LoadStats, Measurement, Sample
 
 WHOLE_ANSWER_BYTES = 16_000_000  # an answer sent in one piece (no stream) larger than this is refused
@@ -53,13 +53,23 @@ def api_base(base_url: str) -> tuple[str, str, int, str]:
 
 @ADAPTERS.register("openai")
 class OpenAIAdapter:
+    # What a model file may set for this adapter, at its top level.
+    OPTIONS = {
+        "base_url": Option(str, "", "the server, e.g. \"http://127.0.0.1:8080/v1\"", required=True),
+        "api_model": Option(str, "", "the name the server knows the model by (default: source)"),
+        "api_key_env": Option(str, "", "environment variable holding a bearer token, if the server wants one"),
+        "timeout_s": Option(float, 120.0, "seconds one request may take", range=(0.001, 86400.0)),
+    }
+
     def __init__(self, spec: ModelSpec, path: str) -> None:
-        if not spec.base_url:
+        if not spec.option("base_url"):
             raise ModelError(f"model {spec.name}: adapter 'openai' needs base_url in its model file")
         self.spec = spec
         self.path = path
-        self.scheme, self.host, self.port, self.prefix = api_base(spec.base_url)
-        self.api_model = spec.api_model or path  # a served fixture is known by its directory
+        self.timeout_s = float(spec.option("timeout_s"))
+        self.api_key_env = spec.option("api_key_env")
+        self.scheme, self.host, self.port, self.prefix = api_base(spec.option("base_url"))
+        self.api_model = spec.option("api_model") or path  # a served fixture is known by its directory
         self._cut = ""  # why the last answer was cut at max_tokens by the client; "" when it was not
         self._cut_stream = False
 
@@ -70,8 +80,8 @@ class OpenAIAdapter:
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.spec.api_key_env and os.environ.get(self.spec.api_key_env):
-            h["Authorization"] = f"Bearer {os.environ[self.spec.api_key_env]}"
+        if self.api_key_env and os.environ.get(self.api_key_env):
+            h["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
         return h
 
     def _where(self) -> str:
@@ -81,7 +91,7 @@ class OpenAIAdapter:
     def load(self) -> LoadStats:
         """No weights to load: check that the server answers, and describe the checkpoint if local."""
         t0 = time.perf_counter()
-        conn = self._connect(min(self.spec.timeout_s, 30.0))
+        conn = self._connect(min(self.timeout_s, 30.0))
         try:
             conn.request("GET", f"{self.prefix}/models", headers=self._headers())
             resp = conn.getresponse()
@@ -143,7 +153,7 @@ class OpenAIAdapter:
         return replace(m, preprocessing=preprocessing, turn_outputs=tuple(turn_outputs))
 
     def _request(self, body: dict[str, Any]) -> Measurement:
-        timeout = self.spec.timeout_s
+        timeout = self.timeout_s
         self._cut, self._cut_stream = "", False
         # From sending the request: images are decoded beforehand, as in the in-process adapter.
         t0 = time.perf_counter()
@@ -210,12 +220,12 @@ class OpenAIAdapter:
         done = False
         while True:
             if time.perf_counter() > deadline:
-                raise ServerError(f"the answer took longer than {self.spec.timeout_s:g} s (timeout_s); "
+                raise ServerError(f"the answer took longer than {self.timeout_s:g} s (timeout_s); "
                                   f"{len(times)} token(s) received")
             try:
                 raw = resp.readline()
             except TimeoutError:
-                raise ServerError(f"the stream from {self._where()} stalled for {self.spec.timeout_s:g} s "
+                raise ServerError(f"the stream from {self._where()} stalled for {self.timeout_s:g} s "
                                   f"(timeout_s) after {len(times)} token(s)") from None
             except (OSError, http.client.HTTPException) as e:
                 raise ServerError(f"the stream broke after {len(times)} token(s) ({type(e).__name__}: {e})") from None
@@ -266,11 +276,11 @@ class OpenAIAdapter:
         size = 0
         while True:  # bounded in time and size: a body that trickles or never ends is an error
             if time.perf_counter() > deadline:
-                raise ServerError(f"the answer took longer than {self.spec.timeout_s:g} s (timeout_s)")
+                raise ServerError(f"the answer took longer than {self.timeout_s:g} s (timeout_s)")
             try:
                 piece = resp.read1(65536)
             except TimeoutError:
-                raise ServerError(f"the answer from {self._where()} stalled for {self.spec.timeout_s:g} s "
+                raise ServerError(f"the answer from {self._where()} stalled for {self.timeout_s:g} s "
                                   "(timeout_s)") from None
             except (OSError, http.client.HTTPException) as e:
                 raise ServerError(f"the answer broke off ({type(e).__name__}: {e})") from None

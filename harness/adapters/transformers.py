@@ -41,6 +41,8 @@ class _TokenClock:
 
 @ADAPTERS.register("transformers")
 class TransformersAdapter:
+    OPTIONS: dict = {}  # nothing beyond the model spec
+
     def __init__(self, spec: ModelSpec, path: str) -> None:
         self.spec = spec
         self.path = path

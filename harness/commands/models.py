@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
         if spec.is_fixture:
             here = "built" if is_valid(default_root() / spec.source.split(":", 1)[1]) else "built on first use"
         elif spec.adapter == "openai":
-            here = f"served at {spec.base_url}"
+            here = f"served at {spec.option('base_url')}"
         elif Path(spec.source).expanduser().is_dir():
             here = "on disk"
         elif _in_hub_cache(spec.source):
