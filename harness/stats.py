@@ -54,40 +54,6 @@ def describe(values: Sequence[float] | np.ndarray) -> Summary:
     return Summary(n, mean, std, float(np.median(v)), mean - half, mean + half, cv)
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (accuracy: mean of per-sample scores)."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return (math.nan, math.nan)
-    if np.all(v == v[0]):
-        return (float(v[0]), float(v[0]))
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(resamples, len(v)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def mann_whitney_greater(worse: Sequence[float] | np.ndarray, better: Sequence[float] | np.ndarray) -> float:
-    """One-sided Mann–Whitney U p-value that `worse` tends to be larger than `better`.
-
-    Rank-based, so one slow outlier cannot carry a verdict and no normality is assumed; nan when
-    either side is empty. With very few values the smallest attainable p is large, which is the
-    honest answer: two repetitions cannot show a regression.
-    """
-    from scipy.stats import mannwhitneyu
-
-    a = np.asarray(worse, dtype=float)
-    b = np.asarray(better, dtype=float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) == 0 or len(b) == 0:
-        return math.nan
-    if np.all(a == a[0]) and np.all(b == a[0]):
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="greater").pvalue)
-
-
 def paired_bootstrap(before: Sequence[float] | np.ndarray, after: Sequence[float] | np.ndarray, *,
                      level: float = 0.95, resamples: int = 4000, seed: int = 0) -> tuple[float, float, float, float]:
     """Mean paired difference (after − before) over the same samples, its percentile bootstrap

@@ -203,7 +203,6 @@ class VLMTester:
 
     def _run_model(self, supervisor: Supervisor, spec: ModelSpec, tasks: tuple[Task, ...], progress: Progress) -> None:
         progress.model(spec.name)
-        events = None
         try:
             path = checkpoint_path(spec, self.fixtures_root, say)
         except Exception as e:

@@ -158,14 +158,9 @@ def test_baseline_update_promotes_a_run_and_the_gate_reads_it(real, tmp_path, ca
     assert main(["gate", "--baseline", str(tmp_path / "first"), "--current", str(run), "--promote"]) == 0
 
 
-def test_the_two_tests_behind_the_gate():
-    from harness.stats import mann_whitney_greater, paired_bootstrap
+def test_the_paired_bootstrap_behind_the_accuracy_verdict():
+    from harness.stats import paired_bootstrap
 
-    rng = np.random.default_rng(0)
-    base = rng.normal(100, 2, 20)
-    assert mann_whitney_greater(base * 1.2, base) < 1e-6  # clearly larger
-    assert mann_whitney_greater(base, base * 1.2) > 0.99  # the other direction is not
-    assert mann_whitney_greater([1.0, 2.0], [1.5]) > 0.05  # too few values to ever be significant
     before = np.ones(30)
     after = before.copy()
     after[:10] = 0
@@ -217,10 +212,10 @@ def test_a_load_spike_on_a_few_samples_of_one_run_does_not_fail_it(real):
     cur.loc[hit, "decode_tps"] /= 2.5
     r = compare(base, cur)
     assert r.exit_code == 0, to_markdown(r)
-    # the old rule (Mann–Whitney over samples as independent replicates) called this a regression
-    from harness.stats import mann_whitney_greater
+    # the old rule (one-sided Mann–Whitney over samples as independent replicates) called this a regression
+    from scipy.stats import mannwhitneyu
 
-    assert mann_whitney_greater(cur["ttft_s"], base["ttft_s"]) < 0.05
+    assert mannwhitneyu(cur["ttft_s"].dropna(), base["ttft_s"].dropna(), alternative="greater").pvalue < 0.05
 
 
 def runs(df: pd.DataFrame, prefix: str, k: int, seed: int, sigma: float = 0.04, slow: float = 1.0) -> pd.DataFrame:

@@ -22,10 +22,6 @@ _SINGLE_IMAGE = {"llava_next"}
 _IMAGE_AFTER_TEXT = {"llava_next"}
 
 
-def check_images(paths: tuple[str, ...]) -> None:
-    load_images(paths)
-
-
 class _TtftSplit:
     """Splits the measured time to first token into preprocessing, vision tower and prefill.
 
