@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from harness.images import ImageLimits
 from harness.paths import project_root
+from harness.tomlfile import read_toml
 
 
 class ModelError(ValueError):
@@ -76,14 +76,7 @@ def models_dir() -> Path:
 
 
 def parse_model_file(path: Path) -> ModelSpec:
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read model file ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ModelError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ModelError(f"{path}: not valid TOML: {e}") from None
+    data = read_toml(path, "model file", ModelError)
     if "options" in data:
         raise ModelError(f"{path}: field 'options' is not written as such: give the adapter's settings at the "
                          "top level (e.g. base_url = \"http://127.0.0.1:8080/v1\")")

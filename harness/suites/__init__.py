@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from harness.paths import cache_dir, suites_dir
 from harness.records import Sample
 from harness.registry import Registry, UnknownNameError
+from harness.tomlfile import read_toml
 
 
 class SuiteError(ValueError):
@@ -95,26 +95,13 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 _REQUIRED = ("name", "kind", "source", "metric", "prompt")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise SuiteError(f"{path}: cannot read suite file ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise SuiteError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SuiteError(f"{path}: not valid TOML: {e}") from None
-
-
 def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The file's fields over those of the file it includes (`include = "other.toml"`, relative
     to this file); `[params]` tables merge key by key, as lmms-eval's task `include:` does."""
     path = path.resolve()
     if path in seen:
         raise SuiteError(f"{seen[0]}: include cycle through {path.name}")
-    data = _read_toml(path)
+    data = read_toml(path, "suite file", SuiteError)
     base_name = data.pop("include", None)
     if base_name is None:
         return data
