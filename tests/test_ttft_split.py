@@ -64,10 +64,13 @@ def test_load_says_whether_it_was_cold(qwen):
 
 def test_samples_run_under_planted_cpu_contention_are_flagged(qwen):
     a, _ = qwen
-    a.generate(_sample(max_tokens=64), 64)
+    # CPU time advances in 10 ms ticks, so a short sample cannot resolve half a core (a 64-token
+    # sample of 0.12 s has a margin of 0.33 cores); 256 tokens take about a second under this load.
+    n = 256
+    a.generate(_sample(max_tokens=n), n)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        loud = [a.generate(_sample(max_tokens=64), 64) for _ in range(3)]
+        loud = [a.generate(_sample(max_tokens=n), n) for _ in range(3)]
     finally:
         for p in busy:
             p.kill()
@@ -79,3 +82,4 @@ def test_samples_run_under_planted_cpu_contention_are_flagged(qwen):
         # Two busy processes on this machine's cores: at least half a core taken from the sample.
         assert state["others_cpu_cores"] >= 0.5 + state["others_resolution_cores"], state
         assert state["own_cpu_cores"] > 0  # this process's own work is not counted as others'
+        assert state["others_resolution_cores"] < 0.15, state  # the sample was long enough to tell
