@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import http.client
 import io
 import ipaddress
@@ -417,10 +418,18 @@ def load_images(srcs: tuple | list, limits: ImageLimits | None = None) -> tuple[
 
 
 def record_json(records: list[dict[str, Any]], limits: ImageLimits | None = None) -> str:
-    """The `preprocessing` column: what was done to each image, and under which limits."""
-    lim = asdict(limits or ImageLimits())
+    """The `preprocessing` column: what was done to each image, and under which limits.
+    The same text as json.dumps({"images": ..., "limits": ...}, sort_keys=True), with the limits'
+    part encoded once per limits: it is written for every sample, on the sample's path."""
+    images = json.dumps(records, sort_keys=True, separators=(",", ":"))
+    return f'{{"images":{images},"limits":{_limits_json(limits or ImageLimits())}}}'
+
+
+@functools.lru_cache(maxsize=64)
+def _limits_json(limits: ImageLimits) -> str:
+    lim = asdict(limits)
     lim["allow_hosts"] = list(lim["allow_hosts"])
-    return json.dumps({"images": records, "limits": lim}, sort_keys=True, separators=(",", ":"))
+    return json.dumps(lim, sort_keys=True, separators=(",", ":"))
 
 
 def to_data_uri(im: Image.Image) -> str:
