@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness import rundir
-from harness.rundir import PARTS, RESULTS
+from harness.rundir import RESULTS
 from harness.store import read_results, write_results
 
 META = "baseline.json"
@@ -53,7 +53,7 @@ def promote(sources: Sequence[Path], target: Path) -> str:
         frames.append(df)
     target.mkdir(parents=True, exist_ok=True)
     whole = sources[0] / RESULTS if sources[0].is_dir() else sources[0]
-    unconsolidated = sources[0].is_dir() and any((sources[0] / PARTS).glob("part-*.parquet"))
+    unconsolidated = sources[0].is_dir() and bool(rundir.RunDir(sources[0]).part_files())
     if len(sources) == 1 and whole.exists() and not unconsolidated:
         # A byte copy: the baseline is exactly the file the run wrote.
         rundir.atomic_write_bytes(target / RESULTS, whole.read_bytes())

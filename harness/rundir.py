@@ -3,7 +3,8 @@
 ```
 <out>/<run_id>/
   run.json          the plan: command, models, suites, settings; started_at, finished_at
-  parts/            part-*.parquet, one per batch of rows, each renamed into place whole
+  parts/            part-*.arrow, one per batch of rows, each renamed into place whole
+                    (Arrow IPC, its sha256 in its name; part-*.parquet from older versions)
   results.parquet   the parts folded together at the end of a run
   accuracy.parquet  harness.accuracy over the results
   report.html, report.md
@@ -93,6 +94,12 @@ class RunDir:
     @property
     def parts(self) -> Path:
         return self.path / PARTS
+
+    def part_files(self) -> list[Path]:
+        """Every part of the run, in the order written (the sequence number leads the name)."""
+        if not self.parts.is_dir():
+            return []
+        return sorted([*self.parts.glob("part-*.arrow"), *self.parts.glob("part-*.parquet")], key=lambda p: p.name)
 
     @property
     def quarantine(self) -> Path:

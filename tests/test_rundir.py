@@ -40,7 +40,7 @@ def test_two_writers_never_share_a_part_file(tmp_path):
     a.append(_rows(3)[:1])
     b.append(_rows(3)[1:2])
     a.append(_rows(3)[2:])
-    assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 3
+    assert len(RunDir(tmp_path).part_files()) == 3
     assert sorted(read_results(tmp_path)["sample_id"]) == ["q0", "q1", "q2"]
 
 
@@ -83,7 +83,7 @@ def test_a_damaged_part_is_named_skipped_quarantined_and_measured_again(fixtures
         store.append([row])
     run.results.unlink()
     run.update_plan(finished_at=None)
-    parts = sorted(run.parts.glob("part-*.parquet"))
+    parts = run.part_files()
     parts[1].write_bytes(parts[1].read_bytes()[:300])
     with pytest.raises(DamagedFile, match=parts[1].name):
         read_results(run.path)
@@ -122,6 +122,38 @@ def test_bit_flips_in_a_results_file_never_pass_unnoticed(tmp_path):
         if len(got) != len(clean) or not got[cols].equals(clean[cols]):
             silent += 1
     assert silent == 0, f"{silent} flips changed rows without an error ({detected} detected)"
+
+
+def test_bit_flips_in_a_part_never_pass_unnoticed(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_rows(3))
+    (part,) = RunDir(tmp_path).part_files()
+    data = part.read_bytes()
+    rng = random.Random(1)
+    for _ in range(200):
+        flipped = bytearray(data)
+        bit = rng.randrange(len(flipped) * 8)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        part.write_bytes(bytes(flipped))
+        with pytest.raises(DamagedFile, match=part.name):
+            read_results(tmp_path)
+    part.write_bytes(data)
+    assert sorted(read_results(tmp_path)["sample_id"]) == ["q0", "q1", "q2"]
+
+
+def test_parquet_parts_of_an_interrupted_older_run_are_still_read_and_continued(tmp_path):
+    from harness.schema import to_table
+    from harness.store import write_table
+
+    run = RunDir(tmp_path)
+    write_table(to_table(_rows(2)), run.parts / "part-0000000-abcdef.parquet")  # as older versions wrote
+    store = ResultsStore(tmp_path)
+    store.append(_rows(3)[2:])
+    names = [p.name for p in run.part_files()]
+    assert names[0] == "part-0000000-abcdef.parquet" and names[1].startswith("part-0000001-")
+    assert sorted(read_results(tmp_path)["sample_id"]) == ["q0", "q1", "q2"]
+    store.consolidate()
+    assert run.part_files() == [] and len(read_results(tmp_path)) == 3
 
 
 def test_results_files_are_readable_like_their_neighbours(tmp_path):

@@ -17,12 +17,12 @@ def test_append_read_and_consolidate(tmp_path):
     store = ResultsStore(tmp_path / "run")
     store.append([row(0)])
     store.append([row(1), row(2)])
-    assert len(list((tmp_path / "run" / "parts").glob("*.parquet"))) == 2
+    assert len(store.run.part_files()) == 2
     df = store.read()
     assert list(df["sample_id"]) == ["x0", "x1", "x2"]
     assert set(df["schema_version"]) == {SCHEMA_VERSION}
     path = store.consolidate()
-    assert not list((tmp_path / "run" / "parts").glob("*.parquet"))
+    assert not store.run.part_files() and not list((tmp_path / "run" / "parts").iterdir())
     assert len(read_results(path)) == 3
     # A store reopened after consolidation continues appending without clobbering.
     again = ResultsStore(tmp_path / "run")

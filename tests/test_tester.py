@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.rundir import RunDir
 from harness.store import read_results
 from harness.tester import VLMTester
 
@@ -34,7 +35,7 @@ def test_every_model_suite_and_sample_gets_a_row(run):
         ("fixture-smolvlm-4bit", "natural"): 4, ("fixture-smolvlm-4bit", "synthetic-shapes"): 4,
     }
     assert (tester.run_dir / "results.parquet").exists()
-    assert not list((tester.run_dir / "parts").glob("*.parquet"))
+    assert not RunDir(tester.run_dir).part_files()
 
 
 def test_an_unknown_model_is_an_error_row_and_the_rest_go_on(run):
@@ -146,9 +147,9 @@ def test_sigkill_halfway_keeps_finished_rows_and_resume_completes_the_rest(fixtu
     cmd = [sys.executable, "-m", "harness", "run", "-m", "fixture-qwen2_5_vl", "-s", "synthetic-shapes",
            "--out", str(tmp_path), "--run-id", "k", "--repeats", "3", "--max-tokens", "24", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    parts = tmp_path / "k" / "parts"
+    run = RunDir(tmp_path / "k")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 10:
+    while time.monotonic() < deadline and len(run.part_files()) < 10:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
