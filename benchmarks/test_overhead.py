@@ -2,12 +2,13 @@
 
 Directly: the worker records, per sample, the time it spends beyond the model's calls and the
 inputs any caller must prepare (harness_s: image and memory checks, bookkeeping, result
-hand-off), and the parent its CPU time to build and score each row (parent_cpu_s). Printed as a
-share of the sample's time with its spread; this cannot come out negative. Target: < 1 %.
+hand-off), and the parent its CPU time to build and score each row (parent_cpu_s); the CPU time to
+store each row durably is measured here by storing the run's rows again. Printed as a share of the
+sample's time with its spread; this cannot come out negative. Target: < 1 %.
 
 By comparison: the same samples
 
-  (a) through the harness (VLMTester: worker process, scoring, a durable parquet part per row),
+  (a) through the harness (VLMTester: worker process, scoring, a durable part per row),
   (b) through a bare `mlx_vlm.stream_generate` loop written here, model loaded once,
   (c) as one `python -m mlx_vlm.generate` process per sample, the way the seed projects measure.
 
