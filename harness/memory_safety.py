@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,24 +95,43 @@ def available_bytes() -> tuple[int, str]:
     return avail, source
 
 
-# nvidia-smi takes tens of milliseconds: asked at most this often, and in between the free figure
-# follows MLX's own allocations (other processes' changes wait for the next query).
+# nvidia-smi takes tens of milliseconds: asked once synchronously (the first check, at load), then
+# again in a background thread whenever the last answer is over this old, so no sample waits for
+# it; in between, and while a refresh runs, the free figure follows MLX's own allocations (other
+# processes' changes wait for the next answer).
 CUDA_QUERY_EVERY_S = 5.0
-_cuda_reading: tuple[float, int, int] | None = None  # (when, free bytes, MLX active bytes then)
+_cuda_reading: tuple[float, int, int] | None = None  # (when asked, free bytes, MLX active bytes then)
+_cuda_refresh: threading.Thread | None = None
+
+
+def _ask_cuda_free(mx: Any) -> tuple[float, int, int] | None:
+    from harness.environment import nvidia_query
+
+    when, active = time.monotonic(), int(mx.get_active_memory())
+    q = nvidia_query("memory.free")
+    return (when, int(float(q[0]) * 2**20), active) if q else None
+
+
+def _refresh_cuda_free(mx: Any) -> None:
+    global _cuda_reading
+    reading = _ask_cuda_free(mx)
+    if reading is not None:
+        _cuda_reading = reading
+    elif _cuda_reading is not None:  # no answer: keep the figure, ask again after the interval
+        _cuda_reading = (time.monotonic(), *_cuda_reading[1:])
 
 
 def _cuda_free(mx: Any) -> int | None:
-    global _cuda_reading
-    now, active = time.monotonic(), int(mx.get_active_memory())
-    if _cuda_reading is None or now - _cuda_reading[0] > CUDA_QUERY_EVERY_S:
-        from harness.environment import nvidia_query
-
-        q = nvidia_query("memory.free")
-        if not q:
+    global _cuda_reading, _cuda_refresh
+    if _cuda_reading is None:
+        _cuda_reading = _ask_cuda_free(mx)
+        if _cuda_reading is None:
             return None
-        _cuda_reading = (now, int(float(q[0]) * 2**20), active)
+    elif time.monotonic() - _cuda_reading[0] > CUDA_QUERY_EVERY_S and not (_cuda_refresh and _cuda_refresh.is_alive()):
+        _cuda_refresh = threading.Thread(target=_refresh_cuda_free, args=(mx,), name="cuda-free", daemon=True)
+        _cuda_refresh.start()
     _, free, active_then = _cuda_reading
-    return free - (active - active_then)
+    return free - (int(mx.get_active_memory()) - active_then)
 
 
 def budget_bytes() -> tuple[int, str]:

@@ -90,3 +90,40 @@ def test_a_model_that_cannot_fit_is_a_recorded_skip(tmp_path, fixtures_root):
     assert len(df) == 2 and (df["status"] == "skipped").all()
     assert df["error"].str.contains("will not fit in memory").all()
     assert df["load_s"].isna().all()  # never loaded
+
+
+def test_the_cuda_free_memory_query_never_keeps_a_sample_waiting(monkeypatch):
+    """nvidia-smi takes tens of milliseconds (23.7 ms on the H200): asked once at load, then only
+    in the background. No GPU here, so the query is a planted slow one; MLX's own memory counter is
+    the real one."""
+    import time
+
+    import mlx.core as mx
+
+    from harness import environment
+
+    def answers(mib: str):
+        def query(fields: str) -> list[str]:
+            assert fields == "memory.free"
+            time.sleep(0.3)
+            return [mib]
+        return query
+
+    monkeypatch.setattr(ms, "_cuda_reading", None)
+    monkeypatch.setattr(ms, "_cuda_refresh", None)
+    monkeypatch.setattr(ms, "CUDA_QUERY_EVERY_S", 0.05)
+    monkeypatch.setattr(environment, "nvidia_query", answers("1024"))
+    t = time.perf_counter()
+    assert ms._cuda_free(mx) == 1024 * 2**20
+    assert time.perf_counter() - t >= 0.3  # the first answer, at load, is waited for
+    time.sleep(0.1)  # now older than the interval
+    monkeypatch.setattr(environment, "nvidia_query", answers("2048"))
+    t = time.perf_counter()
+    assert ms._cuda_free(mx) == 1024 * 2**20  # the last answer, at once
+    assert time.perf_counter() - t < 0.05
+    assert ms._cuda_free(mx) == 1024 * 2**20  # one refresh at a time, still running
+    ms._cuda_refresh.join(5)
+    assert ms._cuda_free(mx) == 2048 * 2**20  # the refreshed answer
+    held = mx.ones((1 << 20,), dtype=mx.float32)
+    mx.eval(held)  # MLX's own allocations count at once, between answers
+    assert ms._cuda_free(mx) <= 2048 * 2**20 - held.nbytes
