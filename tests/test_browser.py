@@ -154,9 +154,36 @@ def run(fixtures_root, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def report(run) -> Path:
+def load_runs(tmp_path_factory) -> Path:
+    """A concurrency sweep against the scripted server, with its own report, as `vlm-harness load` leaves it."""
+    import json as _json
+
+    from servers import scripted_server
+
+    from harness.records import Sample
+    from harness.serving.loadgen import Target
+    from harness.serving.report import publish
+    from harness.serving.requests import LoadRequest, chat_body
+    from harness.serving.rows import read_rows
+    from harness.serving.sweep import LoadRun, Plan, run_load
+
+    loads = tmp_path_factory.mktemp("load")
+    image = str(Path(__file__).resolve().parent.parent / "datasets/natural/images/chelsea.png")
+    s = Sample("t", "s0", (image,), "What animal is this?", ("cat",), "object", "exact_match", 8)
+    reqs = [LoadRequest(s, "h", 8, _json.dumps(chat_body(s, "planted", 8, "url")).encode())]
+    with scripted_server() as url:
+        lr = LoadRun("sweep-browser", loads / "sweep-browser", Target(url, "planted", timeout_s=10.0), "url")
+        run_load(lr, Plan(concurrency=(1, 2), requests=4, warmup=1), reqs)
+    publish(read_rows(lr.path), lr.run_dir / "report.html", title="load", percentiles=(50, 90), slo={},
+            chunk_rule="content", sources=[str(lr.path)])
+    return loads
+
+
+@pytest.fixture(scope="module")
+def report(run, load_runs) -> Path:
     run_dir, df = run
-    return render(df, run_dir / "report.html", title="browser test", sources=[str(run_dir / "results.parquet")])
+    return render(df, run_dir / "report.html", title="browser test", sources=[str(run_dir / "results.parquet")],
+                  load_runs=[load_runs])
 
 
 def planted_rows() -> pd.DataFrame:
@@ -191,7 +218,9 @@ PROBE = """(() => {
           pwned: document.body.dataset.pwned || null, title: document.title, verdicts,
           imgs: document.querySelectorAll('img:not([alt])').length,
           th: document.querySelectorAll('thead th').length, thScoped: document.querySelectorAll('thead th[scope]').length,
-          svgs: document.querySelectorAll('figure svg[role=img] title').length};
+          svgs: document.querySelectorAll('figure svg[role=img] title').length,
+          serving: document.querySelectorAll('#serving-table tbody tr').length,
+          servingLink: q('#serving-table a') ? q('#serving-table a').href : null};
 })()"""
 
 
@@ -214,6 +243,7 @@ def test_page_fits_the_screen_and_names_a_verdict_per_question(report, page, tmp
             assert v["outcome"] in ("winner", "tie")
     assert got["pwned"] is None and got["title"] == "browser test"
     assert got["imgs"] == 0 and got["th"] == got["thScoped"] and got["svgs"] >= 3
+    assert got["serving"] == 1 and got["servingLink"].endswith("/sweep-browser/report.html")
     shot = page.screenshot(tmp_path / f"report-{width}.png")
     im = Image.open(shot).convert("RGB")
     assert im.size[0] == width and im.size[1] > 1500

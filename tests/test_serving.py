@@ -379,3 +379,46 @@ def test_any_percentiles_may_be_asked_for():
     s = summarise(rows, percentiles=(99.9,)).iloc[0]
     assert s["ttft_p99_9_ms"] == pytest.approx(np.percentile([0.1, 0.2, 0.3, 0.4], 99.9) * 1e3)
     assert s["ttft_p90_ms"] == pytest.approx(370.0) and s["tpot_mean_ms"] == pytest.approx(10.0)
+
+
+def test_the_main_report_summarises_and_links_each_load_sweep(server, tmp_path):
+    import html
+    import re
+
+    from harness.report import render
+    from harness.serving.report import publish
+    from harness.store import read_results
+
+    loads = tmp_path / "load"
+    lr = LoadRun("sweep-a", loads / "sweep-a", Target(server, "planted", timeout_s=10.0), "url")
+    run_load(lr, Plan(concurrency=(1, 2), requests=4, warmup=1), requests_for("planted", 2))
+    rows = read_rows(lr.path)
+    summary = publish(rows, lr.run_dir / "report.html", title="t", percentiles=(50, 90), slo={},
+                      chunk_rule="content", sources=[str(lr.path)])
+    (loads / "not-a-run").mkdir()  # a folder without load.parquet is not a load run
+    out = tmp_path / "main" / "report.html"
+    df = read_results(HERE / "data" / "v1-run")
+    render(df, out, title="with serving", load_runs=[loads], markdown=False)
+    page = out.read_text()
+    table = re.search(r'<table id="serving-table".*?<tbody>(.*?)</tbody>', page, re.S)
+    body = re.findall(r"<tr[^>]*>(.*?)</tr>", table.group(1), re.S)
+    assert len(body) == 1
+
+    def text(cell: str) -> str:
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+
+    cells = [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", body[0], re.S)]
+    peak = summary.loc[summary["request_throughput"].idxmax()]
+    assert cells[0] == "planted" and cells[2] == "concurrency 1, 2"
+    assert cells[3] == f"{peak['request_throughput']:.2f} req/s at concurrency {int(peak['target_concurrency'])}"
+    assert cells[5] == f"0 of {int(summary['completed'].sum())}"
+    href, label = re.search(r'<a href="([^"]+)">([^<]+)</a>', body[0]).groups()
+    assert label == "sweep-a" and (out.parent / html.unescape(href)).resolve() == (lr.run_dir / "report.html").resolve()
+
+
+def test_report_refuses_a_load_folder_that_does_not_exist(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "harness", "report", str(HERE / "data" / "v1-run"), "-o",
+                           str(tmp_path / "r.html"), "--load", str(tmp_path / "nope")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "--load" in done.stderr and "no such directory" in done.stderr
+    assert not (tmp_path / "r.html").exists()

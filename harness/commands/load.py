@@ -121,6 +121,7 @@ def load(args: argparse.Namespace) -> int:
         print(saturation_text(summary))
     print(f"rows:    {run.path}")
     print(f"report:  {report}")
+    print(f"in the main report: vlm-harness report RUN_DIR --load {shlex.quote(str(run_dir.parent))}")
     if interrupted:
         return 130
     return 0 if (rows["status"] == "ok").any() else 1

@@ -10,6 +10,7 @@ run's facts; history: run against run; markdown: report.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from harness import __version__
 from harness.accuracy import ALL, accuracy_table
 from harness.gate import rule as gate_rule
-from harness.report import charts, gallery, history, runcard
+from harness.report import charts, gallery, history, runcard, serving
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.markdown import render_md
 from harness.report.tables import (
@@ -192,11 +193,12 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
 
 
 def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources: list[str] | None = None,
-           run_dir: Path | str | None = None, markdown: bool = True) -> Path:
+           run_dir: Path | str | None = None, markdown: bool = True, load_runs: Sequence[Path] = ()) -> Path:
     """Write the HTML report to `out` and, beside it, report.md (`markdown=False`: HTML only).
 
     `run_dir` (or, when not given, the directories of `sources`) is where run.json and the raw
-    files are looked for: the run card reads the settings from there and links the files."""
+    files are looked for: the run card reads the settings from there and links the files.
+    `load_runs`: load run directories, or folders of them, summarised and linked in a section."""
     out = Path(out)
     full, df = df, _core(df)
     role_of = roles(df)
@@ -278,6 +280,7 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
             "rule": gate_rule(comparison[2].factor, comparison[2].alpha),
         },
         n_rows=len(df),
+        serving=serving.sweeps(load_runs, out) if load_runs else [],
         sources=sources or [],
         md_name="report.md" if markdown else "",
     )
