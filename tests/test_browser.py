@@ -220,7 +220,8 @@ PROBE = """(() => {
           th: document.querySelectorAll('thead th').length, thScoped: document.querySelectorAll('thead th[scope]').length,
           svgs: document.querySelectorAll('figure svg[role=img] title').length,
           serving: document.querySelectorAll('#serving-table tbody tr').length,
-          servingLink: q('#serving-table a') ? q('#serving-table a').href : null};
+          servingLink: q('#serving-table a') ? q('#serving-table a').href : null,
+          servingNav: !!q('nav.toc a[href="#serving"]')};
 })()"""
 
 
@@ -243,7 +244,7 @@ def test_page_fits_the_screen_and_names_a_verdict_per_question(report, page, tmp
             assert v["outcome"] in ("winner", "tie")
     assert got["pwned"] is None and got["title"] == "browser test"
     assert got["imgs"] == 0 and got["th"] == got["thScoped"] and got["svgs"] >= 3
-    assert got["serving"] == 1 and got["servingLink"].endswith("/sweep-browser/report.html")
+    assert got["serving"] == 1 and got["servingLink"].endswith("/sweep-browser/report.html") and got["servingNav"]
     shot = page.screenshot(tmp_path / f"report-{width}.png")
     im = Image.open(shot).convert("RGB")
     assert im.size[0] == width and im.size[1] > 1500
