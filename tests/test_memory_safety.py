@@ -120,7 +120,7 @@ def test_the_cuda_free_memory_query_never_keeps_a_sample_waiting(monkeypatch):
     monkeypatch.setattr(environment, "nvidia_query", answers("2048"))
     t = time.perf_counter()
     assert ms._cuda_free(mx) == 1024 * 2**20  # the last answer, at once
-    assert time.perf_counter() - t < 0.05
+    assert time.perf_counter() - t < 0.15  # far under the query's 0.3 s, with room for a loaded machine
     assert ms._cuda_free(mx) == 1024 * 2**20  # one refresh at a time, still running
     ms._cuda_refresh.join(5)
     assert ms._cuda_free(mx) == 2048 * 2**20  # the refreshed answer
