@@ -105,7 +105,7 @@ def test_the_cuda_free_memory_query_never_keeps_a_sample_waiting(monkeypatch):
     def answers(mib: str):
         def query(fields: str) -> list[str]:
             assert fields == "memory.free"
-            time.sleep(0.3)
+            time.sleep(1.0)
             return [mib]
         return query
 
@@ -115,12 +115,12 @@ def test_the_cuda_free_memory_query_never_keeps_a_sample_waiting(monkeypatch):
     monkeypatch.setattr(environment, "nvidia_query", answers("1024"))
     t = time.perf_counter()
     assert ms._cuda_free(mx) == 1024 * 2**20
-    assert time.perf_counter() - t >= 0.3  # the first answer, at load, is waited for
+    assert time.perf_counter() - t >= 1.0  # the first answer, at load, is waited for
     time.sleep(0.1)  # now older than the interval
     monkeypatch.setattr(environment, "nvidia_query", answers("2048"))
     t = time.perf_counter()
     assert ms._cuda_free(mx) == 1024 * 2**20  # the last answer, at once
-    assert time.perf_counter() - t < 0.15  # far under the query's 0.3 s, with room for a loaded machine
+    assert time.perf_counter() - t < 0.5  # far under the query's 1 s, with room for a loaded machine
     assert ms._cuda_free(mx) == 1024 * 2**20  # one refresh at a time, still running
     ms._cuda_refresh.join(5)
     assert ms._cuda_free(mx) == 2048 * 2**20  # the refreshed answer
