@@ -1,6 +1,8 @@
 """A small real SSE chat-completions server on 127.0.0.1 for the load tests, run as its own process
 (so its timing does not share the client's interpreter). The model name in a request picks a
-behaviour; "planted" follows a scripted token schedule, timed from the request's arrival.
+behaviour; "planted" follows a scripted token schedule, timed from the request's arrival, and
+"planted@3" the same schedule three times slower (so a test can allow a loaded machine more lateness
+and still tell a wrong definition from jitter).
 asyncio streams and a minimal HTTP/1.1 reader keep the server's own delay well under a millisecond.
 
     python tests/serving_server.py PORT      prints "ready" once listening
@@ -89,11 +91,12 @@ async def respond(model: str, t0: float, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"%x\r\n%s\r\n" % (len(data), data))
         await writer.drain()
 
-    if model in ("planted", "role-first"):
-        if model == "role-first":  # vLLM's server style: a text-less role chunk first
+    base, _, scale = model.partition("@")
+    if base in ("planted", "role-first"):
+        if base == "role-first":  # vLLM's server style: a text-less role chunk first
             await w(chunk("", role=True))
         for i, (at, text) in enumerate(PLANTED):
-            await until(t0 + at)
+            await until(t0 + at * float(scale or 1))
             await w(chunk(text, "stop" if i == len(PLANTED) - 1 else None))
         await w(usage(PLANTED_USAGE) + b"data: [DONE]\n\n")
     elif model == "instant":
