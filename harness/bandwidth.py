@@ -159,14 +159,29 @@ class CpuReadProbe:
 
     def trial(self) -> dict[str, float]:
         """One timed pass of each method; returns each method's best so far, GB/s."""
-        from concurrent.futures import ThreadPoolExecutor
+        import threading
 
         import numpy as np
 
-        with ThreadPoolExecutor(self.threads) as pool:
+        # The threads exist and wait at a barrier before any clock starts (starting a thread can
+        # wait a time slice on a busy machine), and the read is timed from the first thread's
+        # start to the last one's end: a clock in the main thread read 10-20 % off on a busy
+        # machine, low when it counted thread start-up, high when it started after the workers.
+        go = threading.Barrier(self.threads)
+        spans: list[tuple[float, float]] = []
+
+        def read(chunk: np.ndarray) -> None:
+            go.wait()
             t0 = time.perf_counter()
-            list(pool.map(np.add.reduce, self._chunks))
-            self.times["threads"].append(time.perf_counter() - t0)
+            np.add.reduce(chunk)
+            spans.append((t0, time.perf_counter()))
+
+        workers = [threading.Thread(target=read, args=(c,), daemon=True) for c in self._chunks]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        self.times["threads"].append(max(e for _, e in spans) - min(b for b, _ in spans))
         t0 = time.perf_counter()
         np.add.reduce(self.array)
         self.times["single"].append(time.perf_counter() - t0)
