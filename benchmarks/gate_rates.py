@@ -35,8 +35,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.gate import compare  # noqa: E402
-from harness.store import read_results  # noqa: E402
+from harness.gate.compare import compare  # noqa: E402
+from harness.results.store import read_results  # noqa: E402
 
 MODELS = ("fixture-qwen2_5_vl", "fixture-smolvlm", "reference-shapes")
 SUITES = ("synthetic-shapes", "synthetic-counting")
@@ -113,7 +113,7 @@ def main() -> int:
         trial(cat([t, t + 1, t + 2]), runs[t + 3], args.factor) for t in range(len(runs) - 3)]
 
     if args.real_interleave:
-        from harness.interleave import measure_interleaved
+        from harness.gate.interleave import measure_interleaved
 
         real = []
         for k in range(args.real_interleave):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import Sample
+from harness.core.records import Sample
 from harness.serving.loadgen import Target
 from harness.serving.metrics import summarise
 from harness.serving.requests import LoadRequest, chat_body

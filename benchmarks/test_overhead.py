@@ -29,10 +29,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.core.stats import describe
 from harness.fixtures.build import build_arch
-from harness.stats import describe
+from harness.run.tester import VLMTester
 from harness.suites import load_suite
-from harness.tester import VLMTester
 
 MODEL = "fixture-qwen2_5_vl"
 SAMPLES = 8
@@ -101,7 +101,7 @@ def _cli_once(ckpt: Path, sample) -> float:
 
 def _write_cpu(where: Path, df: pd.DataFrame) -> list[float]:
     """CPU seconds the parent spends storing each of these rows as the run does, one part each."""
-    from harness.store import ResultsStore
+    from harness.results.store import ResultsStore
 
     store = ResultsStore(where)
     out = []

@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     # Quieter logs: transformers warns about every processor call in a benchmark loop.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     args = build_parser().parse_args(argv)
+    from harness.core.registry import UnknownNameError
     from harness.models import ModelError
-    from harness.registry import UnknownNameError
-    from harness.rundir import RunLocked
-    from harness.store import DamagedFile, SchemaMismatch
+    from harness.results.rundir import RunLocked
+    from harness.results.store import DamagedFile, SchemaMismatch
     from harness.suites import SuiteError
 
     try:

@@ -13,13 +13,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from harness.core.paths import project_root
+from harness.core.registry import Registry
+from harness.core.tomlfile import read_toml
 from harness.images import ImageLimits
-from harness.paths import project_root
-from harness.tomlfile import read_toml
 
 
 class ModelError(ValueError):
     """A model name, file or checkpoint that cannot be used; the message says what to do."""
+
+
+# The backends a model file may name. The registry lives here, below the adapters, because a
+# model file is checked against it; its modules (harness/adapters/*.py) are found by name on
+# first lookup and register themselves, so the adapters import this module and not the reverse.
+ADAPTERS: Registry[Any] = Registry("adapter", "harness.adapters")
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class ModelSpec:
     top_p: float = 1.0
     quantization: str = ""  # as published ("4bit", "bf16"); the checkpoint's config wins when loaded
     aliases: tuple[str, ...] = ()  # short names that resolve to this model
-    # For the memory check before a checkpoint is on disk (harness/memory_safety.py).
+    # For the memory check before a checkpoint is on disk (harness/measure/memory_safety.py).
     params_b: float = 0.0  # approximate parameter count, billions
     weight_bytes: int = 0  # approximate size of the weights, bytes
     # [images] table: resize and limits (harness/images.py)
@@ -58,8 +65,6 @@ class ModelSpec:
         """An adapter setting: the model's own value, else the adapter's default."""
         if name in self.options:
             return self.options[name]
-        from harness.adapters import ADAPTERS
-
         return ADAPTERS.get(self.adapter).OPTIONS[name].default
 
     @property
@@ -134,8 +139,6 @@ def _validated(path: Path, data: dict) -> dict:
                 raise ModelError(f"{path}: [images] {e}") from None
         elif f.type in types:
             out[f.name] = _check_type(path, f.name, value, types[f.type])
-    from harness.adapters import ADAPTERS
-
     adapter = out.get("adapter", "mlx_vlm")
     if adapter not in ADAPTERS:
         raise ModelError(f"{path}: field 'adapter' is {adapter!r}; known: {', '.join(ADAPTERS.names())}")
@@ -233,8 +236,6 @@ def with_adapter(spec: ModelSpec, adapter: str, base_url: str = "") -> ModelSpec
     if adapter == spec.adapter and base_url in ("", current):
         return spec
     options = {**spec.options, **({"base_url": base_url} if base_url else {})}
-    from harness.adapters import ADAPTERS
-
     if adapter not in ADAPTERS:
         raise ModelError(f"--adapter {adapter!r} is not one of {', '.join(ADAPTERS.names())}")
     for key, opt in getattr(ADAPTERS.get(adapter), "OPTIONS", {}).items():

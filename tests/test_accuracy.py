@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.accuracy import NAMES, accuracy_table, write_accuracy
-from harness.intervals import wilson
+from harness.core.intervals import wilson
+from harness.judge.accuracy import NAMES, accuracy_table, write_accuracy
 
 
 def rows(model, suite, scores, *, category="colour", status="ok", suite_hash="h1", metric="exact_match", repeat=0, start=0):

@@ -9,8 +9,8 @@ import pytest
 
 from harness.adapters import Unsupported
 from harness.adapters.mlx_vlm import ImageError, MlxVlmAdapter
+from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec
-from harness.records import Sample
 
 IMAGES = Path(__file__).resolve().parent.parent / "datasets/natural/images"
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from harness import bandwidth as bw
-from harness import checkpoint
+from harness.core import checkpoint
+from harness.measure import bandwidth as bw
 
 # A 7B dense decoder at 4 bits (Qwen2-7B's shape), described by its config alone.
 SEVEN_B_4BIT = {
@@ -30,7 +30,7 @@ def test_seed_claim_of_90_tokens_per_second_on_an_m4_air_is_flagged_impossible()
 
 
 def test_bound_columns_match_the_schema_and_kv_cache_lowers_the_bound():
-    from harness.schema import to_table
+    from harness.core.schema import to_table
 
     cost = bw.decode_cost_from_config(SEVEN_B_4BIT)
     b = bw.Bandwidth(100.0, "measured")

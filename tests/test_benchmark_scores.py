@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import reference_scorers as ref
 
-from harness.benchmark_scores import BENCHMARKS, OCRBENCH_RECOGNITION
-from harness.intervals import wilson
+from harness.core.intervals import wilson
+from harness.metrics.benchmarks import BENCHMARKS, OCRBENCH_RECOGNITION
 
 
 def frame(rows) -> pd.DataFrame:

@@ -25,8 +25,8 @@ import pytest
 from PIL import Image
 
 from harness.report import render
-from harness.store import read_results
-from harness.tester import VLMTester
+from harness.results.store import read_results
+from harness.run.tester import VLMTester
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -160,7 +160,7 @@ def load_runs(tmp_path_factory) -> Path:
 
     from servers import scripted_server
 
-    from harness.records import Sample
+    from harness.core.records import Sample
     from harness.serving.loadgen import Target
     from harness.serving.report import publish
     from harness.serving.requests import LoadRequest, chat_body

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import environment
+from harness.measure import environment
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,7 @@ def test_rows_name_the_device_mlx_computes_on():
     assert env["env_device_name"] == environment._cpu_name() and env["env_device_name"]
     assert env["env_device_memory_bytes"] > 2**30
     assert env["env_cuda"] is None and env["env_gpu_driver"] is None  # absent, not ""
-    from harness.schema import NAMES
+    from harness.core.schema import NAMES
 
     assert set(env) <= set(NAMES)
 

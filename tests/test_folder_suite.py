@@ -63,7 +63,7 @@ def test_a_folder_suite_reads_the_users_files_in_place(photos, tmp_path):
 
 
 def test_a_run_fails_only_the_samples_whose_image_is_missing_or_refused(photos, tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     df = VLMTester(tmp_path / "runs", progress=False, warmup=0, fixtures_root=fixtures_root).run(
         ["fixture-qwen2_5_vl"], [str(suite(tmp_path))])

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.gate import compare, to_json, to_markdown
-from harness.schema import SCHEMA
-from harness.store import read_results
-from harness.tester import VLMTester
+from harness.core.schema import SCHEMA
+from harness.gate.compare import compare, to_json, to_markdown
+from harness.results.store import read_results
+from harness.run.tester import VLMTester
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_baseline_update_promotes_a_run_and_the_gate_reads_it(real, tmp_path, ca
 
 
 def test_the_paired_bootstrap_behind_the_accuracy_verdict():
-    from harness.stats import paired_bootstrap
+    from harness.core.stats import paired_bootstrap
 
     before = np.ones(30)
     after = before.copy()
@@ -249,7 +249,7 @@ def test_several_runs_a_side_take_the_run_the_load_missed(real):
 
 
 def test_holm_adjustment():
-    from harness.gate import holm
+    from harness.gate.compare import holm
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert np.isnan(holm([float("nan"), 0.5])[0]) and holm([float("nan"), 0.5])[1] == 0.5
@@ -311,7 +311,7 @@ def test_interleave_measures_two_revisions_in_this_job(fixtures_root, tmp_path, 
     import shutil
     import subprocess
 
-    from harness.paths import PACKAGE_PARENT
+    from harness.core.paths import PACKAGE_PARENT
 
     if shutil.which("git") is None or subprocess.run(["git", "-C", str(PACKAGE_PARENT), "rev-parse", "HEAD"],
                                                      capture_output=True).returncode != 0:
@@ -335,7 +335,7 @@ def test_interleave_measures_two_revisions_in_this_job(fixtures_root, tmp_path, 
 
 
 def test_bootstrap_medians_is_seeded_and_bounded_in_memory():
-    from harness.stats import bootstrap_medians
+    from harness.core.stats import bootstrap_medians
 
     v = np.random.default_rng(0).normal(0, 1, 50_000)
     a, b = bootstrap_medians(v, resamples=200), bootstrap_medians(v, resamples=200)
@@ -345,7 +345,7 @@ def test_bootstrap_medians_is_seeded_and_bounded_in_memory():
 
 
 def test_an_accuracy_comparison_too_small_to_see_a_fall_says_so_with_the_samples_needed():
-    from harness.gate import compare
+    from harness.gate.compare import compare
 
     def rows(run, scores):
         return pd.DataFrame([{"run_id": run, "model": "m", "suite": "s", "suite_hash": "h", "sample_id": f"q{i}",

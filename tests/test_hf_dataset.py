@@ -164,7 +164,7 @@ def test_a_row_without_an_answer_is_an_error_naming_dataset_and_row(tmp_path):
 
 
 def test_an_undecodable_image_becomes_one_error_row_in_a_run(tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     table = pd.DataFrame({"question": ["What colour?", "What colour?", "What colour?"],
                           "answers": [["blue"] * 10] * 3, "image": [None, None, None]})
@@ -226,7 +226,7 @@ def test_hub_suites_validate_offline_and_say_they_need_the_hub(name):
 
 
 def test_a_run_records_an_unavailable_hub_suite_as_an_error_row(tmp_path):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     df = VLMTester(tmp_path, progress=False).run([], ["mmstar"])
     assert list(df["status"]) == ["error"] and "needs the Hugging Face hub" in df["error"].item()
@@ -305,7 +305,7 @@ def test_a_data_uri_cell_goes_through_the_image_checks(tmp_path, monkeypatch):
 
 
 def test_a_missing_image_path_fails_its_sample_alone_in_a_run(tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     data = tmp_path / "mine"
     data.mkdir()

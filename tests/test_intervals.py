@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.intervals import (
+from harness.core.intervals import (
     MIN_SAMPLES,
     Interval,
     clopper_pearson,
@@ -136,7 +136,7 @@ def test_detectable_drop_inverts_samples_needed():
 
 
 def test_macro_interval_weighs_categories_equally():
-    from harness.intervals import macro_interval
+    from harness.core.intervals import macro_interval
 
     scores = [1.0] * 20 + [0.0, 1.0, 0.0, 1.0]
     strata = ["big"] * 20 + ["small"] * 4

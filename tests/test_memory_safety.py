@@ -6,10 +6,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import memory_safety as ms
 from harness.adapters.mlx_vlm import MlxVlmAdapter
+from harness.core.records import Sample
+from harness.measure import memory_safety as ms
 from harness.models import ModelSpec
-from harness.records import Sample
 
 IMAGE = str(Path(__file__).resolve().parent.parent / "datasets/natural/images/chelsea.png")
 HUGE = 700_000_000_000
@@ -81,7 +81,7 @@ def test_each_request_is_checked(qwen_dir):
 
 
 def test_a_model_that_cannot_fit_is_a_recorded_skip(tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     toml = tmp_path / "giant.toml"
     toml.write_text(f'source = "mlx-community/Imaginary-700B-4bit"\nweight_bytes = {HUGE}\n')
@@ -100,7 +100,7 @@ def test_the_cuda_free_memory_query_never_keeps_a_sample_waiting(monkeypatch):
 
     import mlx.core as mx
 
-    from harness import environment
+    from harness.measure import environment
 
     def answers(mib: str):
         def query(fields: str) -> list[str]:

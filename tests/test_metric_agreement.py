@@ -12,8 +12,8 @@ import random
 import pytest
 import reference_scorers as ref
 
+from harness.core.records import Sample
 from harness.metrics import METRICS
-from harness.records import Sample
 
 N = 3000
 REQUIRED = 0.995

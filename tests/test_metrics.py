@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from harness.core.records import Sample
 from harness.metrics import METRICS, score
 from harness.metrics.anls import anls_of, levenshtein
 from harness.metrics.multiple_choice import extract_choice
@@ -11,7 +12,6 @@ from harness.metrics.normalise import normalise
 from harness.metrics.relaxed_accuracy import parse_number, relaxed_match
 from harness.metrics.vqa_accuracy import vqa_accuracy_of
 from harness.metrics.yes_no import first_yes_no
-from harness.records import Sample
 
 
 def sample(answers, metric="exact_match", keywords=(), choices=(), category="c"):

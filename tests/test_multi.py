@@ -8,8 +8,8 @@ import pytest
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
 from harness.models import ModelSpec
+from harness.run.tester import VLMTester
 from harness.suites import load_suite
-from harness.tester import VLMTester
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from servers import free_port, mlx_vlm_server
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
 from harness.adapters.openai import OpenAIAdapter, ServerError, api_base
+from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec, with_adapter
-from harness.records import Sample
 
 IMAGE = str(Path(__file__).resolve().parent.parent / "datasets/natural/images/chelsea.png")
 
@@ -73,7 +73,7 @@ def test_served_and_in_process_see_the_same_prompt(served, qwen_dir):
 
 def test_run_puts_served_and_in_process_side_by_side(served, qwen_dir, fixtures_root, tmp_path):
     from harness.report import render
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     toml = tmp_path / "served-qwen.toml"
     toml.write_text(f'name = "served-qwen"\nsource = "{qwen_dir}"\nadapter = "openai"\nbase_url = "{served}"\n'
@@ -214,7 +214,7 @@ def test_server_down_fails_at_load():
 
 
 def test_bad_servers_become_error_rows_and_the_run_goes_on(bad_server, tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     bad_server.mode = "500"
     base = f"http://127.0.0.1:{bad_server.server_address[1]}/v1"

@@ -5,7 +5,7 @@ import platform
 
 import pytest
 
-from harness.page_cache import drop_page_cache, resident_fraction
+from harness.measure.page_cache import drop_page_cache, resident_fraction
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="posix_fadvise and mincore are Linux's")

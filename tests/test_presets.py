@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from harness import bandwidth, checkpoint
+from harness.core import checkpoint
 from harness.fixtures import presets
 from harness.fixtures.build import is_valid
+from harness.measure import bandwidth
 
 # The 7B preset's code path with every dimension cut down; the vocabulary stays larger than the
 # fixture tokenizer's so the zeroed rows past it are exercised, and shards are forced small.

@@ -15,7 +15,7 @@ import pytest
 
 from harness.fixtures.common import MANIFEST, content_hash
 from harness.reference import NAME, data, default_dir
-from harness.reference.evaluate import summary
+from harness.run.reference_eval import summary
 from harness.suites import find_suite
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def reliable(checkpoint) -> list[str]:
 def canary(checkpoint, reliable, tmp_path_factory):
     """One clean baseline run, one run per fault and a clean re-run, all through VLMTester, on
     held-out samples (seed 1000) of the categories the model is reliable on."""
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     base = tmp_path_factory.mktemp("canary")
     root = base / "root"  # a project root whose models/ names the variant under test

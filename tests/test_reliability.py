@@ -21,10 +21,10 @@ from PIL import Image
 
 from harness.adapters.openai import OpenAIAdapter, ServerError
 from harness.cli import main
+from harness.core.records import Sample
+from harness.core.schema import to_table
 from harness.images import ImageError, ImageLimits, load_image
 from harness.models import ModelSpec
-from harness.records import Sample
-from harness.schema import to_table
 
 
 def bounded(fn: Callable[[], Any], seconds: float) -> Any:
@@ -112,7 +112,7 @@ def test_a_hostile_image_is_a_clear_error_or_a_good_image(tmp_path, name):
 
 
 def test_hostile_images_in_a_run_become_error_rows_and_the_good_one_runs(tmp_path, fixtures_root):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     folder = tmp_path / "hostile"
     folder.mkdir()

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.accuracy import accuracy_table
+from harness.core.stats import describe
+from harness.judge.accuracy import accuracy_table
 from harness.report import _fmt, markdown_path, render
 from harness.report.gallery import MAX_ROWS, gallery, visible
 from harness.report.history import history
 from harness.report.kinds import combine, kind_summary
 from harness.report.markdown import LIMIT, render_md
 from harness.report.tables import Cell, Column, ModelRow, natural_key
-from harness.stats import describe
-from harness.store import ResultsStore, read_results
-from harness.tester import VLMTester
+from harness.results.store import ResultsStore, read_results
+from harness.run.tester import VLMTester
 
 
 @pytest.fixture(scope="module")

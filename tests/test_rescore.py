@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import scoring
-from harness.accuracy import accuracy_table
-from harness.store import read_results
+from harness.judge import scoring
+from harness.judge.accuracy import accuracy_table
+from harness.results.store import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 V1_RUN = REPO / "tests" / "data" / "v1-run"  # written by vlm-harness 0.1.0 (results schema v1)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.rundir import RunDir, RunLocked, latest_unfinished
-from harness.store import DamagedFile, ResultsStore, read_results
-from harness.tester import VLMTester
+from harness.results.rundir import RunDir, RunLocked, latest_unfinished
+from harness.results.store import DamagedFile, ResultsStore, read_results
+from harness.run.tester import VLMTester
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,8 +142,8 @@ def test_bit_flips_in_a_part_never_pass_unnoticed(tmp_path):
 
 
 def test_parquet_parts_of_an_interrupted_older_run_are_still_read_and_continued(tmp_path):
-    from harness.schema import to_table
-    from harness.store import write_table
+    from harness.core.schema import to_table
+    from harness.results.store import write_table
 
     run = RunDir(tmp_path)
     write_table(to_table(_rows(2)), run.parts / "part-0000000-abcdef.parquet")  # as older versions wrote

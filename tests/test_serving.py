@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from servers import free_port, mlx_vlm_server, scripted_server
 
-from harness.records import Sample
+from harness.core.records import Sample
 from harness.serving.loadgen import Step, Target, planned_times, run_sweep
 from harness.serving.metrics import parse_slo, saturation, summarise
 from harness.serving.requests import LoadRequest, chat_body
@@ -396,8 +396,8 @@ def test_the_main_report_summarises_and_links_each_load_sweep(server, tmp_path):
     import re
 
     from harness.report import render
+    from harness.results.store import read_results
     from harness.serving.report import publish
-    from harness.store import read_results
 
     loads = tmp_path / "load"
     lr = LoadRun("sweep-a", loads / "sweep-a", Target(server, "planted", timeout_s=10.0), "url")

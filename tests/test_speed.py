@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import speed
 from harness.adapters import _mlx_sweeps as sweeps
 from harness.cli import main
-from harness.store import read_results
+from harness.results.store import read_results
+from harness.run import speed
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.stats import describe
+from harness.core.stats import describe
 
 
 def test_describe_matches_hand_computation():

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.schema import SCHEMA_VERSION
-from harness.store import ResultsStore, SchemaMismatch, read_results
+from harness.core.schema import SCHEMA_VERSION
+from harness.results.store import ResultsStore, SchemaMismatch, read_results
 
 
 def row(i, status="ok", **kw):
@@ -61,7 +61,7 @@ def test_missing_results_path_is_an_error(tmp_path):
 
 
 def test_files_written_before_a_column_existed_still_merge(tmp_path):
-    from harness.schema import SCHEMA
+    from harness.core.schema import SCHEMA
 
     store = ResultsStore(tmp_path / "new")
     store.append([row(0)])

@@ -8,8 +8,8 @@ import shutil
 import signal
 from pathlib import Path
 
-from harness.supervisor import exit_hint, signal_name
-from harness.tester import VLMTester
+from harness.run.supervisor import exit_hint, signal_name
+from harness.run.tester import VLMTester
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_signal_names_and_hints():
 def test_one_place_starts_worker_processes():
     users = [p for p in (REPO / "harness").rglob("*.py") if re.search(r"\bPipe\(", p.read_text())]
     assert [p.name for p in users] == ["supervisor.py"]
-    speed = (REPO / "harness" / "speed.py").read_text()
+    speed = (REPO / "harness" / "run" / "speed.py").read_text()
     # Speed sweeps drive the adapter's public methods: no mlx_vlm import, no private helper.
     assert not re.search(r"^\s*(from|import) mlx_vlm", speed, flags=re.M)
     assert not re.search(r"import _\w+|(?<!self)\._\w+\(", speed)

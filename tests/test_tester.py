@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.rundir import RunDir
-from harness.store import read_results
-from harness.tester import VLMTester
+from harness.results.rundir import RunDir
+from harness.results.store import read_results
+from harness.run.tester import VLMTester
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def test_an_unreadable_image_is_an_error_row_and_the_rest_go_on(fixtures_root, t
     suite = load_suite("mini")
     img = Path(suite.samples[1].images[0])
     img.write_bytes(img.read_bytes()[:200])
-    monkeypatch.setattr("harness.tester.load_suite", lambda name, limit=None: suite)
+    monkeypatch.setattr("harness.run.tester.load_suite", lambda name, limit=None: suite)
     df = VLMTester(tmp_path / "runs", progress=False).run(["fixture-qwen2_5_vl"], ["mini"])
     by_id = df.set_index("sample_id")
     assert by_id.loc["q0", "status"] == "ok" and by_id.loc["q2", "status"] == "ok"

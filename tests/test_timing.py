@@ -9,8 +9,8 @@ import mlx.core as mx
 import pytest
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
+from harness.core.records import Sample
 from harness.models import ModelSpec
-from harness.records import Sample
 
 IMAGE = str(Path(__file__).resolve().parent.parent / "datasets/natural/images/chelsea.png")
 N = 48
@@ -90,7 +90,7 @@ def test_prefix_reuse_counts_only_new_tokens_and_keeps_the_answer(adapter):
 
 
 def test_harness_rows_carry_the_bound_and_follow_max_tokens(fixtures_root, tmp_path):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     df = VLMTester(tmp_path, limit=2, max_tokens=6, progress=False, fixtures_root=fixtures_root).run(
         ["fixture-qwen2_5_vl"], ["natural"])

@@ -30,7 +30,7 @@ def hf_llava(fixtures_root, tmp_path_factory) -> Path:
 
 
 def test_mlx_and_transformers_builds_side_by_side(hf_llava, fixtures_root, tmp_path):
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     toml = tmp_path / "llava-tf.toml"
     toml.write_text(f'name = "llava-tf"\nsource = "{hf_llava}"\nadapter = "transformers"\n')

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
+from harness.core.records import Sample
 from harness.models import ModelSpec
-from harness.records import Sample
 
 IMAGES = Path(__file__).resolve().parent.parent / "datasets/natural/images"
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from harness.models import ModelSpec
-from harness.records import LoadStats, Measurement, Sample
-from harness.registry import Registry
+from harness.core.records import LoadStats, Measurement, Sample
+from harness.models import ADAPTERS, ModelSpec
 
 
 class Unsupported(Exception):
@@ -32,4 +31,4 @@ class Adapter(Protocol):
     def close(self) -> None: ...
 
 
-ADAPTERS: Registry[type[Adapter]] = Registry("adapter", "harness.adapters")
+__all__ = ["ADAPTERS", "Adapter", "Unsupported"]

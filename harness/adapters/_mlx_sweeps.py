@@ -1,4 +1,4 @@
-"""The measurements behind `vlm-harness speed`, run inside the MLX adapter (harness/speed.py
+"""The measurements behind `vlm-harness speed`, run inside the MLX adapter (harness/run/speed.py
 plans the tests and builds the table; this module touches the model).
 
 - `pp<N>`: prefill of N random token ids (seeded, special tokens excluded), tokens/s.
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.workloads import IMAGE_QUESTION, TG_PROMPT_TOKENS
+from harness.core.workloads import IMAGE_QUESTION, TG_PROMPT_TOKENS
 
 
 def _excluded_ids(model: Any, tokenizer: Any) -> set[int]:

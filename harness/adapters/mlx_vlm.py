@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS, Unsupported
+from harness.core import checkpoint
+from harness.core.records import LoadStats, Measurement, Sample
 from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
-from harness.machine_state import SampleMonitor
-from harness.memory import peak_rss_bytes, reset_peak_rss
+from harness.measure import memory_safety
+from harness.measure.machine_state import SampleMonitor
+from harness.measure.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
-from harness.records import LoadStats, Measurement, Sample
 
 # mlx_vlm raises this for architectures whose chat formatting takes one image only.
 _SINGLE_IMAGE = {"llava_next"}
@@ -94,7 +95,7 @@ def _image_tokens(model: object, ids: object, embedded: int, pixel_values: objec
 
 
 def _backend() -> str:
-    from harness.environment import device
+    from harness.measure.environment import device
 
     return device().backend
 
@@ -156,7 +157,7 @@ class MlxVlmAdapter:
         """Load the checkpoint; `cache` is "cold" (default: pages dropped first where the OS
         allows, else the load is recorded as warm), "warm" (as found) or "both" (cold, then a
         second, warm load recorded as load_warm_s). VLM_HARNESS_LOAD_CACHE sets the default."""
-        from harness.environment import import_seconds
+        from harness.measure.environment import import_seconds
 
         import_s = import_seconds()  # before anything else imports mlx in this process
         import mlx.core as mx
@@ -183,7 +184,7 @@ class MlxVlmAdapter:
                 f"{config_path}: model_type {config.get('model_type')!r} is not an architecture mlx-vlm "
                 f"{mlx_vlm.__version__} has ({e}); upgrade mlx-vlm or fix model_type"
             ) from None
-        from harness.page_cache import drop_page_cache
+        from harness.measure.page_cache import drop_page_cache
 
         dropped = cache != "warm" and drop_page_cache(ckpt)
         mx.reset_peak_memory()

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness import checkpoint
 from harness.adapters import ADAPTERS
+from harness.core import checkpoint
+from harness.core.records import LoadStats, Measurement, Sample
 from harness.images import load_images, record_json, to_data_uri
-from harness.memory import peak_rss_bytes
+from harness.measure.memory import peak_rss_bytes
 from harness.models import ModelError, ModelSpec, Option
-from harness.records import LoadStats, Measurement, Sample
 
 WHOLE_ANSWER_BYTES = 16_000_000  # an answer sent in one piece (no stream) larger than this is refused
 

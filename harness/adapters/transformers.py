@@ -12,12 +12,13 @@ import math
 import time
 from pathlib import Path
 
-from harness import checkpoint, memory_safety
 from harness.adapters import ADAPTERS
+from harness.core import checkpoint
+from harness.core.records import LoadStats, Measurement, Sample
 from harness.images import load_images, record_json
-from harness.memory import peak_rss_bytes, reset_peak_rss
+from harness.measure import memory_safety
+from harness.measure.memory import peak_rss_bytes, reset_peak_rss
 from harness.models import ModelError, ModelSpec
-from harness.records import LoadStats, Measurement, Sample
 
 
 class _TokenClock:

@@ -18,9 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("baseline", "manage the gate's baseline: `baseline update RUN [RUN ...]` promotes runs", configure)
 def run(args: argparse.Namespace) -> int:
-    from harness.baseline import BaselineError, promote, resolve_run
-    from harness.paths import reports_dir
-    from harness.store import SchemaMismatch
+    from harness.core.paths import reports_dir
+    from harness.gate.baseline import BaselineError, promote, resolve_run
+    from harness.results.store import SchemaMismatch
 
     try:
         sources = [resolve_run(Path(r)) for r in args.run] or [resolve_run(reports_dir() / "runs")]

@@ -29,7 +29,7 @@ def configure(f: argparse.ArgumentParser) -> None:
 @command("fixtures", "build or list the offline random-weight checkpoints; train the reference model", configure)
 def run(args: argparse.Namespace) -> int:
     if args.action == "train-reference":
-        from harness.reference import build
+        from harness.run import reference_build as build
 
         args.out = args.out or args.dir
         args.steps = build.DEFAULT_STEPS if args.steps is None else args.steps

@@ -36,7 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def _read(path: Path, what: str):
     """The rows of one side, or one line on stderr and None: a damaged, empty or foreign file
     is bad input, never a traceback."""
-    from harness.store import SchemaMismatch, read_results
+    from harness.results.store import SchemaMismatch, read_results
 
     try:
         return read_results(path)
@@ -51,17 +51,17 @@ def _read(path: Path, what: str):
 
 @command("gate", "compare a run against a baseline: exit 0 pass, 1 regression, 2 cannot compare", configure)
 def run(args: argparse.Namespace) -> int:
-    from harness.baseline import BaselineError, resolve_run
-    from harness.gate import INCOMPARABLE, compare, to_json, to_markdown
-    from harness.paths import reports_dir
+    from harness.core.paths import reports_dir
+    from harness.gate.baseline import BaselineError, resolve_run
+    from harness.gate.compare import INCOMPARABLE, compare, to_json, to_markdown
 
     if not args.factor >= 1 or not 0 < args.alpha < 1:
         print(f"vlm-harness gate: --factor must be ≥ 1 and --alpha between 0 and 1 (got {args.factor:g}, "
               f"{args.alpha:g})", file=sys.stderr)
         return INCOMPARABLE
     if args.interleave:
-        from harness.interleave import InterleaveError, measure_interleaved
-        from harness.store import read_results
+        from harness.gate.interleave import InterleaveError, measure_interleaved
+        from harness.results.store import read_results
 
         if args.rounds < 2:
             print("vlm-harness gate: --rounds must be at least 2: one run a revision cannot tell load from a "
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _promote(source: Path, target: Path) -> int:
-    from harness.baseline import BaselineError, promote
+    from harness.gate.baseline import BaselineError, promote
 
     try:
         print(promote([source], target))

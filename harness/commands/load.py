@@ -55,7 +55,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("load", "sweep concurrency or request rate against an OpenAI-compatible server; latency, throughput, goodput, accuracy", configure)
 def load(args: argparse.Namespace) -> int:
-    from harness.paths import reports_dir
+    from harness.core.paths import reports_dir
     from harness.serving.loadgen import Target
     from harness.serving.metrics import SloError, parse_slo
     from harness.serving.report import publish, saturation_text, terminal
@@ -99,7 +99,7 @@ def load(args: argparse.Namespace) -> int:
     run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(args.out) if args.out else reports_dir() / "load"
     run_dir = run_dir / run_id
-    from harness.environment import collect
+    from harness.measure.environment import collect
 
     run = LoadRun(run_id, run_dir, target, args.images, environment=collect())
     print(f"load {run_id}: {len(requests)} request bodies, {len(steps)} step(s) → {run_dir}", file=sys.stderr)

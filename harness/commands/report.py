@@ -19,7 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 @command("report", "render an HTML report from result files or run directories", configure)
 def run(args: argparse.Namespace) -> int:
     from harness.report import render
-    from harness.store import read_results
+    from harness.results.store import read_results
 
     df = read_results(*map(Path, args.results))
     out = Path(args.output)

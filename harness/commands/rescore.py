@@ -14,10 +14,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 @command("rescore", "score a stored run again with the current metrics, without loading any model", configure)
 def run(args: argparse.Namespace) -> int:
-    from harness import metrics, scoring
-    from harness.accuracy import accuracy_table, write_accuracy
-    from harness.rundir import RESCORE, RunDir, resolve, write_json
-    from harness.store import read_results, write_results
+    from harness import metrics
+    from harness.judge import scoring
+    from harness.judge.accuracy import accuracy_table, write_accuracy
+    from harness.results.rundir import RESCORE, RunDir, resolve, write_json
+    from harness.results.store import read_results, write_results
 
     source = resolve(Path(args.run))
     run = RunDir(source if source.is_dir() else source.parent)

@@ -35,8 +35,8 @@ def configure(r: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
     from harness.report import markdown_path, render
+    from harness.run.tester import VLMTester
     from harness.suites import default_suites
-    from harness.tester import VLMTester
 
     if args.load_cache:  # read by the adapter in each worker process, which inherits it
         os.environ["VLM_HARNESS_LOAD_CACHE"] = args.load_cache
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {markdown_path(report)}  (Markdown, for a pull request)")
     print("rows:    " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if args.reuse_prefix:
-        from harness.speed import reuse_summary
+        from harness.run.speed import reuse_summary
 
         print(reuse_summary(df))
     # A malformed input (bad suite or model file, unknown name) is exit 2, after the rest ran.

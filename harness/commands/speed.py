@@ -27,8 +27,8 @@ def configure(r: argparse.ArgumentParser) -> None:
 
 @command("speed", "llama-bench-style sweeps: prefill (pp), decode (tg) and image prefill (img) tokens/s", configure)
 def speed(args: argparse.Namespace) -> int:
-    from harness import bandwidth
-    from harness.speed import SpeedConfig, format_table, parse_lengths, run_speed, speed_table
+    from harness.measure import bandwidth
+    from harness.run.speed import SpeedConfig, format_table, parse_lengths, run_speed, speed_table
 
     try:
         config = SpeedConfig(

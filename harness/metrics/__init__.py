@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.records import Sample
-from harness.registry import Registry
+from harness.core.records import Sample
+from harness.core.registry import Registry
 
 
 @dataclass(frozen=True)

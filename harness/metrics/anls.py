@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from harness.core.records import Sample
 from harness.metrics import metric
-from harness.records import Sample
 
 THRESHOLD = 0.5
 REFERENCE = ("EvolvingLMMs-Lab/lmms-eval lmms_eval/api/metrics.py anls (= VLMEvalKit vlmeval/dataset/utils/"

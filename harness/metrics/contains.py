@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from harness.core.records import Sample
 from harness.metrics import metric
-from harness.records import Sample
 
 REFERENCE = "Yuliang-Liu/MultimodalOCR OCRBench/example.py (the authors' scoring loop after generation)"
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from harness.core.records import Sample
 from harness.metrics import metric
 from harness.metrics.normalise import normalise
-from harness.records import Sample
 
 
 @metric("keyword_recall", version=2,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
+from harness.core.records import Sample
 from harness.metrics import metric
-from harness.records import Sample
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MMSTAR_LETTERS = "ABCD"

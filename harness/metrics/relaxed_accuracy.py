@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from harness.core.records import Sample
 from harness.metrics import metric
-from harness.records import Sample
 
 TOLERANCE = 0.05
 REFERENCE = ("google-research/pix2struct pix2struct/metrics.py relaxed_correctness (= lmms-eval "

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from harness.core.records import Sample
 from harness.metrics import metric
 from harness.metrics.normalise import normalise
-from harness.records import Sample
 
 REFERENCE = ("GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py VQAEval.evaluate "
              "(answers normalised always, as lmms-eval tasks/vqav2/utils.py vqav2_process_results)")

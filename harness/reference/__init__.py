@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.paths import project_root
+from harness.core.paths import project_root
 
 NAME = "reference-shapes"
 

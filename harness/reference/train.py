@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.checkpoint import MANIFEST, content_hash, dir_size
+from harness.core.checkpoint import MANIFEST, content_hash, dir_size
 from harness.fixtures.common import save_tokenizer, train_tokenizer, write_json
 from harness.fixtures.qwen2_5_vl import CHAT_TEMPLATE, CONFIG, PREPROCESSOR, SPECIALS
 from harness.reference import NAME, data
@@ -255,7 +255,7 @@ def train(dst: Path, cfg: TrainConfig, *, progress: bool = True) -> dict[str, An
 
     params = dict(sorted(tree_flatten(model.parameters())))
     mx.save_safetensors(str(dst / "model.safetensors"), params, metadata={"format": "mlx"})
-    from harness import environment
+    from harness.measure import environment
 
     env = environment.collect()
     return {

@@ -1,6 +1,6 @@
 """The comparison report: a pure function of result rows, rendered to one self-contained,
 autoescaped HTML file and a Markdown twin (report.md). Nothing here measures; every figure is
-recomputable from the parquet, and every accuracy figure comes from `harness.accuracy.accuracy_table`.
+recomputable from the parquet, and every accuracy figure comes from `harness.judge.accuracy.accuracy_table`.
 
 tables: speed rows, accuracy cells, roles, units; kinds: natural / synthetic / overall accuracy;
 verdict: the summary's answers; charts: inline SVG; gallery: the per-sample rows; runcard: the
@@ -18,8 +18,8 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from harness import __version__
-from harness.accuracy import ALL, accuracy_table
-from harness.gate import rule as gate_rule
+from harness.gate.compare import rule as gate_rule
+from harness.judge.accuracy import ALL, accuracy_table
 from harness.report import charts, gallery, history, runcard, serving
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.markdown import render_md

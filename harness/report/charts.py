@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from harness.accuracy import ALL
+from harness.judge.accuracy import ALL
 from harness.report.tables import SpeedStats, fmt, label, natural_key, pct
 
 # Okabe, M. & Ito, K. (2008) "Color Universal Design"; black is the page's text colour, so it

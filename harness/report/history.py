@@ -12,8 +12,8 @@ import math
 
 import pandas as pd
 
-from harness.accuracy import accuracy_table
-from harness.gate import GateResult, compare, incomparable
+from harness.gate.compare import GateResult, compare, incomparable
+from harness.judge.accuracy import accuracy_table
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.tables import ok_rows
 

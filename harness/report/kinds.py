@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from harness.accuracy import ALL
+from harness.judge.accuracy import ALL
 
 KINDS = ("natural", "synthetic", "overall")
 COLUMNS = ["model", "kind", "mean", "ci_low", "ci_high", "n", "n_suites", "suites"]

@@ -1,5 +1,5 @@
 """The numbers in the report's tables: one speed row per model, accuracy cells from
-`harness.accuracy.accuracy_table`, model roles, units and formatting.
+`harness.judge.accuracy.accuracy_table`, model roles, units and formatting.
 
 Pure functions of result rows; every figure can be recomputed from the parquet alone. Each cell
 is a `Cell` whose `text` is what both the HTML page and report.md print, so the two never differ.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.stats import NOISY_CV, describe
+from harness.core.stats import NOISY_CV, describe
 
 GB = 1e9  # one unit family across the page: decimal bytes (kB, MB, GB), as bandwidth is quoted
 
@@ -209,7 +209,7 @@ class SpeedStats:
     """What the summary's speed questions compare, per model."""
     model: str
     role: str
-    decode: object  # harness.stats.Summary of per-request decode rates
+    decode: object  # harness.core.stats.Summary of per-request decode rates
     ttft_ms: object
     peak_bytes: float
     n: int

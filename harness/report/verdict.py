@@ -3,7 +3,7 @@ margin and its uncertainty.
 
 Rules (the page prints them):
 - Speed (decode, first token): each model's mean over its requests with a 95 % Student-t
-  interval of the mean (harness.stats.describe). The leader wins only when its interval does not
+  interval of the mean (harness.core.stats.describe). The leader wins only when its interval does not
   overlap any other model's; every model whose interval overlaps the leader's ties with it.
   Non-overlap of two 95 % intervals is a conservative test (stricter than p < 0.05).
 - Memory: the peak (max over requests) per model; peaks within 1 % of each other tie, since a

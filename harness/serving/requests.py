@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.records import Sample
 from harness.images import ImageError, load_images, to_data_uri
-from harness.records import Sample
 from harness.suites import load_suite
 
 IMAGE_MODES = ("data-uri", "url")

@@ -57,7 +57,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("output", pa.string(), "the answer's text"),
     ("metric", pa.string(), "metric that scores the answer"),
     ("score", pa.float64(), "metric value of the answer, 0..1 (ok rows)"),
-    ("environment", pa.string(), "JSON: the client machine and software (harness.environment)"),
+    ("environment", pa.string(), "JSON: the client machine and software (harness.measure.environment)"),
 ]
 
 SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS],

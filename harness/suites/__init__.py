@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.paths import cache_dir, suites_dir
-from harness.records import Sample
-from harness.registry import Registry, UnknownNameError
-from harness.tomlfile import read_toml
+from harness.core.paths import cache_dir, suites_dir
+from harness.core.records import Sample
+from harness.core.registry import Registry, UnknownNameError
+from harness.core.tomlfile import read_toml
 
 
 class SuiteError(ValueError):
@@ -57,7 +57,7 @@ class SuiteDef:
     params: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     tags: tuple[str, ...] = ()  # "default": part of a run that names no suite
-    benchmark: tuple[str, ...] = ()  # published benchmark-level figures (harness/benchmark_scores.py)
+    benchmark: tuple[str, ...] = ()  # published benchmark-level figures (harness/metrics/benchmarks.py)
     # A hub benchmark's column layout ([layout] table: image, question, answers, category, id,
     # choices, split, options_in_question): other suites reuse it with params.layout = "<name>".
     layout: dict[str, Any] = field(default_factory=dict)
@@ -136,7 +136,7 @@ def parse_suite(path: Path) -> SuiteDef:
         raise SuiteError(f"{path}: field 'prompt' must contain {{question}}")
     if not isinstance(data.get("tags", []), list) or not all(isinstance(t, str) for t in data.get("tags", [])):
         raise SuiteError(f"{path}: field 'tags' must be a list of strings, e.g. tags = [\"default\"]")
-    from harness.benchmark_scores import BENCHMARKS
+    from harness.metrics.benchmarks import BENCHMARKS
 
     for name in data.get("benchmark", []):
         if name not in BENCHMARKS:

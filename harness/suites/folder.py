@@ -110,8 +110,8 @@ def _text(row: dict[str, Any], key: str, where: str, *, required: bool = True) -
 
 @SOURCES.register("folder")
 def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
+    from harness.core.registry import UnknownNameError
     from harness.metrics import METRICS
-    from harness.registry import UnknownNameError
 
     root, questions, allow_outside = _root(defn)
     out: list[RawSample] = []

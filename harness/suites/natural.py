@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from harness.paths import datasets_dir
+from harness.core.paths import datasets_dir
 from harness.suites import SOURCES, RawSample, SuiteDef, SuiteError, check_params
 
 KINDS = ("object", "colour", "count", "yes_no", "text", "caption")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import checkpoint
-from harness.paths import cache_dir
+from harness.core import checkpoint
+from harness.core.paths import cache_dir
 
 GB = 1e9  # bandwidth is quoted in decimal GB/s, as Apple and every datasheet do
 GIB = 2**30
@@ -266,7 +266,7 @@ def measure_read_bandwidth(backend: str, device_memory: int | None = None, trial
 
 def measure_bandwidth_gbps(repeats: int = 5) -> float:
     """This machine's best measured read bandwidth on MLX's device, GB/s."""
-    from harness.environment import device
+    from harness.measure.environment import device
 
     dev = device()
     rates = measure_read_bandwidth(dev.backend, dev.memory_bytes, repeats)
@@ -313,7 +313,7 @@ def machine_bandwidth(*, refresh: bool = False) -> Bandwidth:
     override = os.environ.get("VLM_HARNESS_BANDWIDTH_GBPS")
     if override:
         return Bandwidth(float(override), "VLM_HARNESS_BANDWIDTH_GBPS")
-    from harness.environment import device
+    from harness.measure.environment import device
 
     dev = device()
     name = dev.name if dev.backend != "cpu" else (_brand_string() or dev.name)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.schema import SCHEMA_VERSION
+from harness.core.schema import SCHEMA_VERSION
 
 
 class SchemaTooNew(ValueError):

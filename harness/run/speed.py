@@ -8,7 +8,7 @@
   the call to the first token, vision encoder included, preprocessing not; its image tokens are
   counted from the prepared input ids.
 
-Each model runs in its own worker process under harness.supervisor, like a suite run: cold
+Each model runs in its own worker process under harness.run.supervisor, like a suite run: cold
 load, a warm-up per test shape, then every repetition becomes one results row (suites `speed-pp`, `speed-tg`, `speed-img`, sample ids
 `pp256`, ...), written through the results store like any other run.
 """
@@ -26,16 +26,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness import bandwidth
+from harness.core.paths import cache_dir, reports_dir
+from harness.core.stats import describe
+from harness.core.workloads import IMAGE_QUESTION, TG_PROMPT_TOKENS, SpeedTest, SpeedWorkload
+from harness.measure import bandwidth
 from harness.models import checkpoint_path, resolve
-from harness.paths import cache_dir, reports_dir
-from harness.protocol import Finished, Loaded
-from harness.rows import load_columns
-from harness.rundir import RunDir, new_run_id, now
-from harness.stats import describe
-from harness.store import ResultsStore
-from harness.supervisor import Rules, Supervisor
-from harness.workloads import IMAGE_QUESTION, TG_PROMPT_TOKENS, SpeedTest, SpeedWorkload
+from harness.results.rundir import RunDir, new_run_id, now
+from harness.results.store import ResultsStore
+from harness.run.protocol import Finished, Loaded
+from harness.run.rows import load_columns
+from harness.run.supervisor import Rules, Supervisor
 
 SUITES = {"pp": "speed-pp", "tg": "speed-tg", "img": "speed-img"}
 _SWEEP_VERSION = 1  # bump when a test's definition changes: it is part of suite_hash

@@ -52,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build(out: Path, cfg: TrainConfig, *, heldout: int = DEFAULT_HELDOUT, progress: bool = True) -> dict[str, Any]:
     """Train into a temporary directory beside `out`, evaluate, write the manifest, then swap it
     in: an interrupted run never leaves a half-written checkpoint where bench would load it."""
-    from harness.reference.evaluate import HELDOUT_SUITE, evaluate, format_table
     from harness.reference.train import write_manifest
+    from harness.run.reference_eval import HELDOUT_SUITE, evaluate, format_table
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         env = {**os.environ, _CHILD_MARK: str(lib), "LD_PRELOAD": f"{lib} {os.environ.get('LD_PRELOAD', '')}".strip(),
                # A fixed thread count keeps OpenBLAS's work split, hence its results, the same.
                "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "2")}
-        cmd = [sys.executable, "-m", "harness.reference.build", "--out", str(out), "--seed", str(args.seed),
+        cmd = [sys.executable, "-m", "harness.run.reference_build", "--out", str(out), "--seed", str(args.seed),
                "--steps", str(args.steps), "--heldout", str(args.heldout)] + (["--no-progress"] if args.no_progress else [])
         return subprocess.call(cmd, env=env)
     manifest = build(out, TrainConfig(seed=args.seed, steps=args.steps), heldout=args.heldout, progress=not args.no_progress)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.reference.build", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m harness.run.reference_build", description=__doc__)
     add_arguments(p)
     return run(p.parse_args(argv))
 

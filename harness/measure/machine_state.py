@@ -83,7 +83,7 @@ def cpu_clock() -> dict[str, float] | None:
 
 def gpu_clocks() -> dict[str, Any] | None:
     """NVIDIA clocks, load and throttle reasons (nvidia-smi), or None where there is none."""
-    from harness.environment import nvidia_query
+    from harness.measure.environment import nvidia_query
 
     fields = ("clocks.sm,clocks.max.sm,utilization.gpu,temperature.gpu,power.draw,"
               "clocks_event_reasons.hw_slowdown,clocks_event_reasons.sw_thermal_slowdown,"

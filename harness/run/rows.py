@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from harness.records import LoadStats, Measurement
+from harness.core.records import LoadStats, Measurement
 
 
 def load_columns(stats: LoadStats, env: dict[str, Any]) -> dict[str, Any]:

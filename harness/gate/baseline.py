@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness import rundir
-from harness.rundir import RESULTS
-from harness.store import read_results, write_results
+from harness.results import rundir
+from harness.results.rundir import RESULTS
+from harness.results.store import read_results, write_results
 
 META = "baseline.json"
 

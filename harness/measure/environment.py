@@ -34,7 +34,7 @@ def _cpu_name() -> str:
 
 
 def _git_from_checkout() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # harness/measure/environment.py -> the checkout
     if not (root / ".git").exists():  # an installed copy: a git call would describe some other repository
         return None
     try:

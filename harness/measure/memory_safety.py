@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import checkpoint
+from harness.core import checkpoint
 
 GB = 1e9
 PATCH = 14  # pixels per vision patch side in all four seed architectures (Qwen: 14, merged 2×2 later)
@@ -105,7 +105,7 @@ _cuda_refresh: threading.Thread | None = None
 
 
 def _ask_cuda_free(mx: Any) -> tuple[float, int, int] | None:
-    from harness.environment import nvidia_query
+    from harness.measure.environment import nvidia_query
 
     when, active = time.monotonic(), int(mx.get_active_memory())
     q = nvidia_query("memory.free")

@@ -10,14 +10,14 @@ from typing import Any
 
 import pandas as pd
 
-from harness.accuracy import accuracy_table
+from harness.judge.accuracy import accuracy_table
 
 HELDOUT_SUITE = "reference-heldout"
 TARGETS = {"colour": 0.98, "shape": 0.95, "count": 0.80}
 
 
 def summary(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{category | "all": {n, accuracy, ci_low, ci_high, errors}} through harness.accuracy, with
+    """{category | "all": {n, accuracy, ci_low, ci_high, errors}} through harness.judge.accuracy, with
     failed rows counted as wrong: a sample the model could not answer is not a right answer."""
     table = accuracy_table(df, errors="zero")
     rows = df[df["sample_id"] != "*"]
@@ -37,7 +37,7 @@ def summary(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 def run_suite(checkpoint: Path | str, suite: str = HELDOUT_SUITE, *, limit: int | None = None,
               out_dir: Path | None = None) -> pd.DataFrame:
-    from harness.tester import VLMTester
+    from harness.run.tester import VLMTester
 
     with tempfile.TemporaryDirectory(prefix="reference-eval-") as tmp:
         tester = VLMTester(out_dir or Path(tmp), limit=limit, progress=False)

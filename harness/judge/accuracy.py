@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from harness import schema as results_schema
-from harness.intervals import detectable_drop, mean_interval
+from harness.core import schema as results_schema
+from harness.core.intervals import detectable_drop, mean_interval
 
 # How a metric's per-sample scores become one figure (MetricSpec.aggregation).
 AGGREGATIONS = {"mean": np.mean, "median": np.median}
@@ -86,7 +86,7 @@ def _summarise(key: dict, samples: pd.DataFrame, metrics: list[str], n_error: in
     names = sorted({m for m in metrics if isinstance(m, str) and m})
     agg = aggregation(names)
     if agg == "mean":
-        # harness.intervals: Wilson for 0/1 scores, bootstrap for graded ones, clustered by image
+        # harness.core.intervals: Wilson for 0/1 scores, bootstrap for graded ones, clustered by image
         # when several questions share one (as lmms-eval's cluster_key).
         iv = mean_interval(vals, clusters=list(samples["cluster"]), level=level, seed=seed)
         low, high, method, n_clusters = iv.low, iv.high, iv.method, iv.n_clusters
@@ -194,8 +194,8 @@ def accuracy_table(df: pd.DataFrame, *, level: float = 0.95, resamples: int = 20
 
 def _benchmark_rows(base: dict, samples: pd.DataFrame, errors: str) -> list[dict]:
     """The published benchmark-level figures a suite asks for (its `benchmark` field), as rows of
-    category '@<benchmark>' (harness.benchmark_scores)."""
-    from harness.benchmark_scores import BENCHMARKS
+    category '@<benchmark>' (harness.metrics.benchmarks)."""
+    from harness.metrics.benchmarks import BENCHMARKS
 
     names = {b for v in samples.get("benchmark", pd.Series(dtype=object)).dropna() for b in str(v).split(",") if b}
     out = []
@@ -211,7 +211,7 @@ def _benchmark_rows(base: dict, samples: pd.DataFrame, errors: str) -> list[dict
 
 def write_accuracy(run_dir: Path | str, df: pd.DataFrame, filename: str = FILENAME) -> Path:
     """Write accuracy_table(df) in the run directory, atomically."""
-    from harness.store import write_table
+    from harness.results.store import write_table
 
     path = Path(run_dir) / filename
     write_table(pa.Table.from_pandas(accuracy_table(df), schema=SCHEMA, preserve_index=False), path)

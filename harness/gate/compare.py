@@ -26,7 +26,7 @@ development machine it raised false alarms in 6 of 20 identical comparisons (0 o
 quieter). The
 design that works on shared runners is asv continuous's: measure baseline and candidate in the
 same job, interleaved (A B B A A B per model), several rounds, so that each side has runs the
-load missed: `vlm-harness gate --interleave REV_A REV_B` (harness/interleave.py), 1 and 0 false
+load missed: `vlm-harness gate --interleave REV_A REV_B` (harness/gate/interleave.py), 1 and 0 false
 alarms in two sets of 20 with 3 rounds. asv's step detection finds changes in a long commit history; a pull-request
 gate has two revisions, so it compares them directly. benchmarks/gate_rates.py measures these
 rates from real runs (README, "The report and the gate").
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.stats import bootstrap_medians, paired_bootstrap
+from harness.core.stats import bootstrap_medians, paired_bootstrap
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -267,10 +267,10 @@ MIN_DETECTABLE_DROP = 0.10
 
 
 def _accuracy(b: pd.DataFrame, c: pd.DataFrame, alpha: float) -> tuple[float, float, float, float, int, str, str]:
-    """Paired over the samples both sides scored, per-sample scores from harness.accuracy, the
+    """Paired over the samples both sides scored, per-sample scores from harness.judge.accuracy, the
     direction from the metric registry."""
-    from harness.accuracy import direction, per_sample_scores
-    from harness.intervals import detectable_drop, samples_needed
+    from harness.core.intervals import detectable_drop, samples_needed
+    from harness.judge.accuracy import direction, per_sample_scores
 
     bs = per_sample_scores(b).set_index("sample_id")["score"]
     cs = per_sample_scores(c).set_index("sample_id")["score"]

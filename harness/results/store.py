@@ -12,7 +12,7 @@ digest in the footer, and read with both verified. Either way a flipped bit is a
 silently changed row. A file that cannot be read is reported by name;
 `read_results(..., damaged="skip")` warns and goes on without it, and `quarantine` moves a damaged
 part aside so that `--resume` measures its samples again. Parquet parts written by older versions
-are still read. Files of an older schema are read through harness/migrations.py.
+are still read. Files of an older schema are read through harness/results/migrations.py.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.migrations import SchemaTooNew, migrate
-from harness.rundir import PARTS, RESULTS, RunDir, atomic_write_bytes
-from harness.schema import KEY, SCHEMA, to_table
+from harness.core.schema import KEY, SCHEMA, to_table
+from harness.results.migrations import SchemaTooNew, migrate
+from harness.results.rundir import PARTS, RESULTS, RunDir, atomic_write_bytes
 
 # Kept under its old name: callers catch it for "this file is from another harness version".
 SchemaMismatch = SchemaTooNew
@@ -82,7 +82,7 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 def write_results(df: pd.DataFrame, path: Path) -> None:
     """A whole results table as one file (a consolidated run, a rescore, a baseline)."""
-    from harness.schema import NAMES
+    from harness.core.schema import NAMES
 
     write_table(pa.Table.from_pandas(df.reindex(columns=NAMES), schema=SCHEMA, preserve_index=False), path)
 

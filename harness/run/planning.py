@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec, resolve, with_adapter
-from harness.records import Sample
 from harness.suites import Suite, SuiteError
 
 

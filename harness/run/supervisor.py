@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.models import ModelSpec
-from harness.protocol import Done, Finished, Loaded, LoadFailed, Ready, Started
+from harness.run.protocol import Done, Finished, Loaded, LoadFailed, Ready, Started
 
 # What each signal means to someone reading an error row.
 _SIGNAL_HINTS = {
@@ -102,7 +102,7 @@ class Supervisor:
                 break
 
     def _one_worker(self, spec: ModelSpec, path: str, workload: Any, events: Events) -> _Outcome:
-        from harness.worker import worker_main
+        from harness.run.worker import worker_main
 
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=False)

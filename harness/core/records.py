@@ -37,7 +37,7 @@ class LoadStats:
     peak_mlx_bytes: int
     rss_bytes: int
     backend: str  # the device MLX computes on: "cpu", "metal" or "cuda"
-    role: str = "model"  # harness.checkpoint.ROLES: fixture (random weights), reference (canary) or model
+    role: str = "model"  # harness.core.checkpoint.ROLES: fixture (random weights), reference (canary) or model
     load_cache: str | None = None  # "cold": pages dropped before loading; "warm": they may have been cached
     load_warm_s: float | None = None  # a second, warm load, when cold and warm were both asked
 
@@ -82,7 +82,7 @@ class Measurement:
     prefill_s: float | None = None
     image_tokens: int | None = None
     contended: bool | None = None  # other processes' load or throttling during the sample
-    machine_state: str | None = None  # JSON (harness.machine_state)
+    machine_state: str | None = None  # JSON (harness.measure.machine_state)
 
     def columns(self) -> dict[str, object]:
         """The schema columns these fields fill beyond the ones every Measurement fills."""

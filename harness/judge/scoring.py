@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness import metrics
-from harness.records import Sample
+from harness.core.records import Sample
 
 
 def _seq(value: Any) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ Each entry is a pure function `fn(per_sample) -> list[dict]`. `per_sample` is a 
 columns sample_id, category, score, output, answers (list) and metric, one row per scored
 sample (an optional `cluster` column, e.g. the image, makes intervals resample whole
 clusters). Each returned dict has `name`, `value` and `n`, and where it applies `ci_low`,
-`ci_high` (95 %, harness.intervals) and `unit`. Rows whose score is NaN (no answer was
+`ci_high` (95 %, harness.core.intervals) and `unit`. Rows whose score is NaN (no answer was
 scored) are left out of every figure and of n.
 
 - `mmstar`: the average over MMStar's categories (each category's accuracy weighs the same;
@@ -30,9 +30,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from harness.intervals import macro_interval, mean_interval, wilson
+from harness.core.intervals import macro_interval, mean_interval, wilson
+from harness.core.registry import Registry
 from harness.metrics.yes_no import pope_label
-from harness.registry import Registry
 
 BenchmarkScore = Callable[[pd.DataFrame], list[dict]]
 BENCHMARKS: Registry[BenchmarkScore] = Registry("benchmark score")

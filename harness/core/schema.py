@@ -16,7 +16,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 2
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
-# Older files are read through harness/migrations.py.
+# Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
 
@@ -38,7 +38,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("suite", pa.string(), "suite name"),
     ("suite_kind", pa.string(), "natural or synthetic"),
     ("suite_hash", pa.string(), "sha256 over everything that defines the suite's samples"),
-    ("benchmark", pa.string(), "published benchmark-level figures the suite reports (harness/benchmark_scores.py), comma-separated"),
+    ("benchmark", pa.string(), "published benchmark-level figures the suite reports (harness/metrics/benchmarks.py), comma-separated"),
     ("sample_id", pa.string(), "sample id within the suite"),
     ("category", pa.string(), "what the question probes"),
     ("repeat", pa.int32(), "repetition index, 0-based"),
@@ -84,11 +84,11 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("server_decode_tps", pa.float64(), "generated tokens per second the server reported"),
     ("cached_tokens", pa.int32(), "prompt tokens reused from a prompt cache, not prefilled again (--reuse-prefix)"),
     ("image_tokens", pa.int32(), "image tokens in the prompt (speed-img sweep)"),
-    # the physical limit (harness/bandwidth.py)
+    # the physical limit (harness/measure/bandwidth.py)
     ("bandwidth_gbps", pa.float64(), "memory bandwidth of the machine, GB/s (Apple's published figure or measured)"),
     ("bytes_per_token", pa.int64(), "bytes read per decoded token: language-model weights as stored + KV cache, bytes"),
     ("decode_bound_tps", pa.float64(), "bandwidth / bytes_per_token: no decode can be faster, tokens/s"),
-    # device, bound sources, timing split, load cache and machine state (harness/bandwidth.py,
+    # device, bound sources, timing split, load cache and machine state (harness/measure/bandwidth.py,
     # environment.py, machine_state.py, page_cache.py, adapters)
     ("bandwidth_measured_gbps", pa.float64(), "read bandwidth measured on the device (best of the probe's methods), GB/s"),
     ("bandwidth_datasheet_gbps", pa.float64(), "the vendor's datasheet bandwidth for the device's name, GB/s"),

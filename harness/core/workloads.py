@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.records import Measurement, Sample
+from harness.core.records import Measurement, Sample
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class SuiteWorkload:
         return None if model_s is None else model_s + (getattr(result, "inputs_s", None) or 0.0)
 
 
-# What the speed tests measure; part of every test's hash (harness/speed.py).
+# What the speed tests measure; part of every test's hash (harness/run/speed.py).
 TG_PROMPT_TOKENS = 16  # the short context a tg test decodes from
 IMAGE_QUESTION = "Describe this image."  # the question an img test asks about its noise image
 
@@ -76,7 +76,7 @@ class SpeedTest:
 
 @dataclass(frozen=True)
 class SpeedWorkload:
-    """llama-bench-style tests (harness/speed.py): each test shape is warmed up on its first
+    """llama-bench-style tests (harness/run/speed.py): each test shape is warmed up on its first
     repetition, since every shape compiles its own kernels."""
 
     tasks: tuple[tuple[int, SpeedTest], ...]

@@ -4,7 +4,7 @@ On a shared CI runner the load changes from minute to minute, so a baseline meas
 (or an hour ago) differs from today's run by more than most regressions. Measuring both
 revisions here, alternating them (A B, then B A, ...) for each model, puts the same load on
 both; several rounds give the gate several runs a side, from which it estimates between-run
-noise (harness/gate.py). Each revision runs from its own `git worktree` checkout with
+noise (harness/gate/compare.py). Each revision runs from its own `git worktree` checkout with
 PYTHONPATH pointing at it, in this Python environment: no virtualenv per revision, so a
 revision that changes dependencies needs them installed here first.
 """

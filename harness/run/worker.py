@@ -2,8 +2,8 @@
 out-of-memory kill takes down only this model's process, never the run.
 
 It loads the model through its adapter, lets the workload warm up, then runs the workload's
-tasks one by one, reporting each over the pipe (harness/protocol.py). What a task *is* belongs
-to the workload (harness/workloads.py): a suite sample, a speed test, ...
+tasks one by one, reporting each over the pipe (harness/run/protocol.py). What a task *is* belongs
+to the workload (harness/core/workloads.py): a suite sample, a speed test, ...
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from harness.models import ModelSpec
-from harness.protocol import Done, Finished, Loaded, LoadFailed, Ready, Started
+from harness.run.protocol import Done, Finished, Loaded, LoadFailed, Ready, Started
 
 
 def one_line(e: BaseException) -> str:
@@ -29,9 +29,9 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, cra
         # supervisor reads this file so the error row still carries a stack.
         log = open(crash_log, "w")  # noqa: SIM115 - open for the life of the process
         faulthandler.enable(file=log, all_threads=False)
-    from harness import environment
     from harness.adapters import ADAPTERS, Unsupported
-    from harness.memory_safety import WontFit
+    from harness.measure import environment
+    from harness.measure.memory_safety import WontFit
 
     try:
         adapter = ADAPTERS.get(spec.adapter)(spec, path)

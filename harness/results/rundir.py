@@ -6,7 +6,7 @@
   parts/            part-*.arrow, one per batch of rows, each renamed into place whole
                     (Arrow IPC, its sha256 in its name; part-*.parquet from older versions)
   results.parquet   the parts folded together at the end of a run
-  accuracy.parquet  harness.accuracy over the results
+  accuracy.parquet  harness.judge.accuracy over the results
   report.html, report.md
   rescore/<stamp>/  `vlm-harness rescore`: results and accuracy under the current metrics
   quarantine/       damaged part files moved aside (measured again on --resume)

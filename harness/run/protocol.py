@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.records import LoadStats
+from harness.core.records import LoadStats
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
 

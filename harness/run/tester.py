@@ -1,0 +1,218 @@
+"""VLMTester, the public face of a suite run: plan (harness/run/planning.py) → one worker per model
+under the supervisor (harness/run/supervisor.py) → a row per sample, scored (harness/judge/scoring.py)
+and stored the moment it arrives (harness/results/store.py) → accuracy (harness/judge/accuracy.py).
+
+Each stage is its own module; this one wires them together for one run directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.core.schema import KEY
+from harness.core.workloads import SuiteWorkload
+from harness.judge import scoring
+from harness.judge.accuracy import write_accuracy
+from harness.measure import bandwidth
+from harness.models import ModelSpec, checkpoint_path
+from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
+from harness.results.store import ResultsStore
+from harness.run.planning import Plan, Settings, Task, make_plan
+from harness.run.progress import Progress, say
+from harness.run.protocol import Finished, Loaded
+from harness.run.rows import load_columns, measurement_columns
+from harness.run.supervisor import Rules, Supervisor
+from harness.suites import default_suites, load_suite
+
+
+class _SuiteRows:
+    """Supervisor events for one model -> scored results rows, stored as they arrive."""
+
+    def __init__(self, tester: VLMTester, spec: ModelSpec, tasks: tuple[Task, ...], path: str,
+                 progress: Progress) -> None:
+        self.tester, self.spec, self.path, self.progress = tester, spec, path, progress
+        self.tasks = {t.index: t for t in tasks}
+        self.load: dict[str, Any] = {}
+        self.cost = None
+
+    def loaded(self, msg: Loaded) -> None:
+        self.load = load_columns(msg.stats, msg.env)
+        self.cost = bandwidth.decode_cost_or_none(self.path)  # on disk now, even a fresh download
+
+    def started(self, task: int) -> None:
+        t = self.tasks[task]
+        self.progress.doing(f"{self.spec.name} | {t.suite.name} | {t.sample.id}")
+
+    def finished(self, msg: Finished) -> None:
+        cpu0 = time.process_time()
+        row = self.row(self.tasks[msg.task], msg.status, msg.error, msg.traceback)
+        if msg.result is not None:
+            row.update(measurement_columns(msg.result))
+            row.update(bandwidth.bound_columns(self.cost, self.tester.bandwidth(), msg.result.prompt_tokens,
+                                               msg.result.generated_tokens))
+            row.update(scoring.score_row(row))
+        row["harness_s"] = msg.harness_s
+        row["parent_cpu_s"] = time.process_time() - cpu0  # building and scoring; the write follows
+        self.tester.store.append([row])
+        self.progress.advance()
+
+    def failed(self, tasks: list[int], status: str, error: str, traceback: str = "") -> None:
+        load = self.load if status == "error" else {}
+        self.tester.store.append([{**self.row(self.tasks[t], status, error, traceback), **load} for t in tasks])
+        self.progress.advance(len(tasks))
+
+    def row(self, task: Task, status: str, error: str, traceback: str = "") -> dict[str, Any]:
+        s = task.sample
+        return {
+            **self.load,
+            "run_id": self.tester.run_id, "model": self.spec.name, "adapter": self.spec.adapter,
+            "model_source": self.spec.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
+            "suite_hash": task.suite.hash, "benchmark": ",".join(task.suite.definition.benchmark) or None,
+            "sample_id": s.id, "category": s.category, "repeat": task.repeat,
+            "prompt": s.prompt, "images": list(s.images), "answers": list(s.answers), "metric": s.metric,
+            # Empty lists, not null: null marks a row from before these were stored (scoring.py).
+            "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,
+            "max_tokens": s.max_tokens, "status": status, "error": error, "traceback": traceback or None,
+            "recorded_at": datetime.now(UTC),
+        }
+
+
+class VLMTester:
+    """Benchmark models on suites; results go to `<out_dir>/<run_id>/` as parquet."""
+
+    def __init__(
+        self,
+        out_dir: Path | str | None = None,
+        *,
+        run_id: str | None = None,
+        resume: bool = False,
+        repeats: int = 1,
+        warmup: int = 1,
+        limit: int | None = None,
+        max_tokens: int | None = None,
+        timeout_s: float = 600.0,
+        progress: bool = True,
+        fixtures_root: Path | None = None,
+        max_restarts: int = 2,
+        reuse_prefix: bool = False,
+        adapter: str | None = None,
+        base_url: str = "",
+    ) -> None:
+        from harness.core.paths import reports_dir
+
+        self.out_dir = Path(out_dir) if out_dir else reports_dir() / "runs"
+        self.resume = resume
+        self._explicit_id = run_id
+        self.run_id = run_id or new_run_id()
+        self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
+                                 reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url)
+        self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
+        self.progress = progress
+        self.fixtures_root = fixtures_root
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.out_dir / self.run_id
+
+    def test_model(self, name: str, suites: Sequence[str] | None = None) -> pd.DataFrame:
+        df = self.run([name], suites)
+        return df[df["model"] == name].reset_index(drop=True)
+
+    def select_run(self, models: Sequence[str], suites: Sequence[str]) -> Path:
+        """The run directory this run writes: with resume and no run id, the newest unfinished
+        run of the same models and suites (never a finished or foreign one)."""
+        if self.resume and self._explicit_id is None:
+            prev = latest_unfinished(self.out_dir, models=list(models), suites=list(suites))
+            if prev is None:
+                raise FileNotFoundError(f"--resume: no unfinished run of these models and suites in {self.out_dir}; "
+                                        "give --run-id to name one, or run without --resume")
+            self.run_id = prev.run_id
+        return self.run_dir
+
+    def run(self, models: Iterable[str], suites: Sequence[str] | None = None) -> pd.DataFrame:
+        models, suites = list(models), list(suites) if suites is not None else default_suites()
+        self.select_run(models, suites)
+        run = RunDir(self.run_dir)
+        with run.lock():
+            return self._run_locked(run, models, suites)
+
+    # -- internals --------------------------------------------------------------------------
+    def _run_locked(self, run: RunDir, models: list[str], suites: list[str]) -> pd.DataFrame:
+        self.store = ResultsStore(run.path)
+        plan_record = {"run_id": self.run_id, "command": "run", "models": models, "suites": suites,
+                       "repeats": self.settings.repeats, "warmup": self.settings.warmup,
+                       "limit": self.settings.limit, "max_tokens": self.settings.max_tokens,
+                       "reuse_prefix": self.settings.reuse_prefix, "adapter": self.settings.adapter,
+                       "timeout_s": self.rules.task_timeout_s}
+        previous = run.plan() if self.resume else {}
+        run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
+                        **({"resumed_at": now()} if self.resume else {})})
+        done = self._done_keys() if self.resume else set()
+        plan = make_plan(models, suites, self.settings, load_suite=load_suite, done=done)
+        self._record_problems(plan)
+        progress = Progress(plan.total, enabled=self.progress)
+        supervisor = Supervisor(self.rules, say=say)
+        try:
+            for spec, tasks in plan.models:
+                if tasks:
+                    self._run_model(supervisor, spec, tasks, progress)
+        finally:
+            progress.close()
+        self.store.consolidate()
+        df = self.store.read()
+        try:
+            write_accuracy(run.path, df)
+        except Exception as e:  # the measurements are safe on disk; the summary can be redone
+            say(f"warning: accuracy.parquet not written ({type(e).__name__}: {e}); "
+                "`vlm-harness rescore` or harness.judge.accuracy.accuracy_table(results) recomputes it")
+        run.update_plan(finished_at=now())
+        return df
+
+    def _record_problems(self, plan: Plan) -> None:
+        for p in plan.problems:
+            self.store.append([{
+                "run_id": self.run_id, "model": p.model, "suite": p.suite, "suite_hash": "", "sample_id": "*",
+                "repeat": 0, "status": "error", "error": p.error, "recorded_at": datetime.now(UTC),
+            }])
+            say(f"error: {p.error}")
+
+    def bandwidth(self) -> Any:
+        if not hasattr(self, "_bw"):
+            try:
+                self._bw = bandwidth.machine_bandwidth()
+            except Exception:  # a failed measurement leaves the bound columns empty
+                self._bw = None
+        return self._bw
+
+    def _done_keys(self) -> set[tuple]:
+        moved = self.store.quarantine_damaged(warn=say)  # measured again below
+        if moved:
+            say(f"{len(moved)} damaged part file(s) quarantined in {RunDir(self.run_dir).quarantine}")
+        df = self.store.read(damaged="skip")
+        if df.empty:
+            return set()
+        # Errors are retried on resume: the cause may have been fixed. The newer row wins.
+        ok = df[df["status"].isin(["ok", "unsupported"])]
+        return set(ok[list(KEY)].itertuples(index=False, name=None))
+
+    def _run_model(self, supervisor: Supervisor, spec: ModelSpec, tasks: tuple[Task, ...], progress: Progress) -> None:
+        progress.model(spec.name)
+        try:
+            path = checkpoint_path(spec, self.fixtures_root, say)
+        except Exception as e:
+            events = _SuiteRows(self, spec, tasks, spec.source, progress)
+            events.failed([t.index for t in tasks], "error", f"cannot build fixture: {type(e).__name__}: {e}")
+            return
+        self.bandwidth()  # measured before any worker starts: a busy machine copies slower
+        events = _SuiteRows(self, spec, tasks, path, progress)
+        workload = SuiteWorkload(tuple((t.index, t.sample) for t in tasks), warmup=self.settings.warmup,
+                                 reuse_prefix=self.settings.reuse_prefix)
+        supervisor.run(spec, path, workload, events)
+        progress.model_done(spec.name)
