@@ -6,6 +6,7 @@ import math
 import re
 import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -166,8 +167,9 @@ def test_report_md_stays_under_the_comment_limit_for_any_run():
             for i in range(2000)]
     speed_cols = [Column("decode_tps", "Decode", "tok/s")]
     speed_rows = [ModelRow(r.model, "model", "", "", "", {"decode_tps": Cell("925 ± 13")}) for r in rows]
-    md = render_md(title="t", facts="f", notes=[], verdicts=[], speed_cols=speed_cols, speed_rows=speed_rows,
-                   acc_cols=cols, acc_rows=rows, acc_caption="", speed_caption="")
+    md = render_md(SimpleNamespace(title="t", facts="f", notes=[], verdicts=[], speed_columns=speed_cols,
+                                   speed_rows=speed_rows, acc_columns=cols, acc_rows=rows, acc_caption="",
+                                   speed_caption=""))
     assert len(md) <= LIMIT < 65_000
     assert "per-suite column(s) left out" in md and "model row(s) left out" in md
 
@@ -337,7 +339,7 @@ def test_optional_interval_columns_and_too_few_samples_to_tell():
 
 
 def test_published_benchmark_figures_stay_out_of_the_means_and_roles_follow_model_role():
-    from harness.report import published_rows, split_published
+    from harness.report.page import published_rows, split_published
     from harness.report.tables import roles
 
     acc = pd.DataFrame([
@@ -379,3 +381,19 @@ def test_noise_is_measured_across_repetitions_of_one_sample_not_across_samples()
     assert repeat_cv(steady, "decode_tps") < 0.1
     shaky = steady.assign(decode_tps=[100, 140, 300, 420])
     assert repeat_cv(shaky, "decode_tps") > 0.1
+
+
+def test_the_page_is_the_only_thing_the_views_read():
+    # Every name the HTML template reads is a field of the page model, so no section can reach
+    # past it to the rows; report.md takes the same Page.
+    from jinja2 import Environment, PackageLoader, meta
+
+    from harness.report.page import Page
+
+    env = Environment(loader=PackageLoader("harness.report", "templates"))
+    env.filters.update(fmt=str, role=str)  # parsing needs the filters' names, not their code
+    source = env.loader.get_source(env, "report.html.j2")[0]
+    names = meta.find_undeclared_variables(env.parse(source))
+    fields = set(Page.__dataclass_fields__)
+    assert names - fields == set(), f"the template reads names that are not page fields: {names - fields}"
+    assert {"verdicts", "speed_rows", "acc_rows", "gallery", "runcard"} <= names

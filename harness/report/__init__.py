@@ -2,194 +2,28 @@
 autoescaped HTML file and a Markdown twin (report.md). Nothing here measures; every figure is
 recomputable from the parquet, and every accuracy figure comes from `harness.judge.accuracy.accuracy_table`.
 
-tables: speed rows, accuracy cells, roles, units; kinds: natural / synthetic / overall accuracy;
-verdict: the summary's answers; charts: inline SVG; gallery: the per-sample rows; runcard: the
-run's facts; history: run against run; markdown: report.md.
+page: the page model, every figure computed once (build_page); the HTML template and
+markdown (report.md) are views of it. tables: speed rows, accuracy cells, roles, units; kinds:
+natural / synthetic / overall accuracy; verdict: the summary's answers; charts: inline SVG;
+gallery: the per-sample rows; runcard: the run's facts; history: run against run; serving: the
+load sweeps' summary.
+
+May import: everything below it (core, results, measure, judge, gate, serving and the plug-ins).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from harness import __version__
-from harness.gate.compare import rule as gate_rule
-from harness.judge.accuracy import ALL, accuracy_table
-from harness.report import charts, gallery, history, runcard, serving
-from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.markdown import render_md
-from harness.report.tables import (
-    FIXTURE,
-    MODEL,
-    REFERENCE,
-    ROLE_LABEL,
-    ROLE_NOTE,
-    Cell,
-    Column,
-    ModelRow,
-    acc_cell,
-    environment,
-    fmt,
-    natural_key,
-    noisy_columns,
-    roles,
-    speed_table,
-)
-from harness.report.verdict import pipeline_checks, verdicts
+from harness.report.page import Page, accuracy_section, build_page
+from harness.report.tables import MODEL, ROLE_LABEL, fmt
 
 _fmt = fmt  # the name tests and older callers use
-
-# The columns the tables, charts and comparisons read. Everything else (model text, image
-# lists, hashes) is carried only into the gallery: with Arrow-backed strings every groupby and
-# filter copies each column, so a 100,000-row run renders several times faster on this subset.
-_CORE = ("schema_version", "run_id", "recorded_at", "model", "adapter", "arch", "quantization", "random_weights",
-         "model_role", "backend", "model_size_bytes", "params_b", "import_s", "load_s", "suite", "suite_kind",
-         "suite_hash", "sample_id", "category", "repeat", "status", "error", "metric", "score", "ttft_s",
-         "prefill_tps", "decode_tps", "wall_s", "prompt_tokens", "generated_tokens", "peak_mlx_bytes",
-         "peak_rss_bytes", "decode_bound_tps", "bandwidth_gbps", "bandwidth_source", "device_name",
-         "device_memory_bytes", "env_host", "env_machine", "env_cpu", "env_cores", "env_ram_bytes", "env_device",
-         "env_mlx", "env_mlx_vlm", "env_python", "env_os", "env_blas", "harness_version", "harness_git")
-
-ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number of scored samples n "
-               "(repetitions of a sample averaged first), from accuracy.parquet. Natural, Synthetic and Overall "
-               "are the mean of per-suite means (every suite weighs the same); their interval combines the "
-               "suites' intervals as independent errors. Random-weight fixtures and the reference canary are "
-               "shown for completeness: their accuracy is no quality figure.")
-SPEED_CAPTION = ("Mean ± half-width of the 95 % interval of the mean over requests (Student t); Load and "
-                 "Import are per model load: one load shows its value, several mean ± std. Tokens: mean "
-                 "generated / prompt tokens per request. Memory is the largest per-request peak. A cell marked "
-                 "noisy: repetitions of one sample (--repeats) vary by more than 10 % (median coefficient of "
-                 "variation); without repetitions the spread is across different samples, not noise.")
-
-
-def _core(df: pd.DataFrame) -> pd.DataFrame:
-    return df[[c for c in _CORE if c in df.columns]].reset_index(drop=True)
-
-
-def _finding_rows(result, unit: tuple[str, float]) -> list[dict]:
-    out = []
-    for f in result.findings:
-        if f.metric == "score":
-            base, cur = f"{100 * f.baseline:.1f} %", f"{100 * f.current:.1f} %"
-            change = "–" if math.isnan(f.change) else f"{100 * f.change:+.1f} pp"
-        elif f.metric == "peak_mlx_bytes":
-            base, cur = f"{fmt(f.baseline / unit[1])} {unit[0]}", f"{fmt(f.current / unit[1])} {unit[0]}"
-            change = "–" if math.isnan(f.change) else f"{100 * f.change:+.1f} %"
-        elif f.metric == "errors":
-            base, cur, change = f"{f.baseline:.0f}", f"{f.current:.0f}", f"{-f.change:+.0f}"
-        else:
-            base, cur = f"{fmt(f.baseline)} {f.unit}", f"{fmt(f.current)} {f.unit}"
-            change = "–" if math.isnan(f.change) else f"{100 * f.change:+.1f} %"
-        out.append({"model": f.model, "suite": f.suite, "metric": f.metric, "baseline": base, "current": cur,
-                    "change": change, "p": "–" if math.isnan(f.p_value) else f"{f.p_value:.3g}",
-                    "verdict": f.verdict, "note": f.note})
-    return out
-
-
-def split_published(acc: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-sample scores, published benchmark-level figures) of an accuracy table.
-
-    Figures such as a benchmark's official 'average' (category '@<benchmark>', statistic other
-    than 'score') are in their own units and never enter the natural / synthetic means."""
-    if "statistic" not in acc:
-        return acc, acc.iloc[0:0]
-    score = acc["statistic"].fillna("score") == "score"
-    return acc[score].reset_index(drop=True), acc[~score].reset_index(drop=True)
-
-
-def published_rows(pub: pd.DataFrame, role_of: dict[str, str]) -> list[dict]:
-    out = []
-    for r in pub.itertuples(index=False):
-        unit = str(getattr(r, "unit", "") or "")
-        value = (f"{100 * r.mean:.1f} %" if unit == "fraction" else f"{fmt(r.mean)} {unit}".strip())
-        out.append({"model": r.model, "role": role_of.get(r.model, MODEL), "suite": r.suite,
-                    "benchmark": str(r.category).lstrip("@"), "statistic": str(r.statistic), "value": value,
-                    "n": "–" if pd.isna(r.n) else int(r.n)})
-    return out
-
-
-def _suite_labels(acc: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(suite, suite_hash) -> column label; a suite seen with several contents gets its hash."""
-    out = {}
-    whole = acc[acc["category"] == ALL]
-    for suite, g in whole.groupby("suite"):
-        hashes = sorted(g["suite_hash"].astype(str).unique())
-        for h in hashes:
-            out[(suite, h)] = suite if len(hashes) == 1 else f"{suite} ({h[:6]})"
-    return out
-
-
-def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str, str]) -> dict:
-    """The accuracy table's rows (Natural, Synthetic, Overall, then one column per suite) and the
-    per-suite, per-category detail, all as Cells from accuracy_table's rows."""
-    summary = kind_summary(acc, kinds)
-    labels = _suite_labels(acc)
-    suites = sorted(labels.items(), key=lambda kv: (kinds.get(kv[0][0], "synthetic") != "natural",
-                                                     natural_key(kv[1])))
-    cols = [Column("natural", "Natural", "%"), Column("synthetic", "Synthetic", "%"), Column("overall", "Overall", "%")]
-    cols += [Column(f"suite:{lab}", lab, "%", kinds.get(s, "")) for (s, _h), lab in suites]
-    models = sorted(set(acc["model"])) if not acc.empty else []
-    whole_by_model: dict[str, list] = {}
-    summary_by_model: dict[str, list] = {}
-    for r in summary.itertuples(index=False):
-        summary_by_model.setdefault(r.model, []).append(r)
-    for r in acc[acc["category"] == ALL].itertuples(index=False):
-        whole_by_model.setdefault(r.model, []).append(r)
-    rows = []
-    for model in models:
-        muted = role_of.get(model, MODEL) != MODEL
-        cells: dict[str, Cell] = {}
-        for r in summary_by_model.get(model, []):
-            cells[r.kind] = acc_cell(r.mean, r.ci_low, r.ci_high, r.n, muted=muted)
-        for r in whole_by_model.get(model, []):
-            c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
-                         clusters=getattr(r, "n_clusters", None), drop=getattr(r, "detectable_drop", None),
-                         muted=muted)
-            extra = ", ".join(x for x in (f"{r.n_error} error(s)" if r.n_error else "",
-                                          f"{r.n_unsupported} unsupported" if r.n_unsupported else "") if x)
-            if not r.n and r.n_unsupported:
-                c = Cell("unsupported", None, "unsupported", "", f"{r.n_unsupported} sample(s) the model cannot take",
-                         "muted")
-            elif extra:
-                c = Cell(c.text, c.sort, c.main, c.sub, (c.title + "; " if c.title else "") + extra, c.cls)
-            cells[f"suite:{labels[(r.suite, str(r.suite_hash))]}"] = c
-        rows.append(ModelRow(model, role_of.get(model, MODEL), "", "", "", cells))
-    details = []
-    # One pass over the table, then lookups: filtering it per cell is quadratic in suites × models.
-    index = {(r.model, r.suite, str(r.suite_hash), r.category): r for r in acc.itertuples(index=False)}
-    members: dict[tuple[str, str], tuple[set, set, str]] = {}
-    for r in index.values():
-        cats, mods, metric = members.setdefault((r.suite, str(r.suite_hash)), (set(), set(), str(r.metric)))
-        cats.add(r.category)
-        mods.add(r.model)
-    for (suite, h), lab in suites:
-        cat_set, model_set, metric = members[(suite, h)]
-        cats = sorted(cat_set, key=lambda c: (c != ALL, natural_key(c)))
-        dm = sorted(model_set)
-        grid = []
-        for cat in cats:
-            row = {"category": "whole suite" if cat == ALL else (cat or "–"), "cells": []}
-            for model in dm:
-                r = index.get((model, suite, h, cat))
-                if r is None:
-                    row["cells"].append(Cell("–"))
-                    continue
-                c = acc_cell(r.mean, r.ci_low, r.ci_high, int(r.n), interval=getattr(r, "interval", ""),
-                             clusters=getattr(r, "n_clusters", None), drop=getattr(r, "detectable_drop", None),
-                             muted=role_of.get(model, MODEL) != MODEL)
-                if r.n_unsupported and not r.n:
-                    c = Cell(f"unsupported ({r.n_unsupported})", None, f"unsupported ({r.n_unsupported})", "",
-                             "the model cannot take this suite's input", "muted")
-                row["cells"].append(c)
-            grid.append(row)
-        details.append({"suite": lab, "kind": kinds.get(suite, ""), "metric": metric,
-                        "models": dm, "rows": grid, "hash": h[:12]})
-    return {"columns": cols, "rows": rows, "details": details, "summary": summary}
 
 
 def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources: list[str] | None = None,
@@ -200,103 +34,28 @@ def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources
     files are looked for: the run card reads the settings from there and links the files.
     `load_runs`: load run directories, or folders of them, summarised and linked in a section."""
     out = Path(out)
-    full, df = df, _core(df)
-    role_of = roles(df)
-    kinds = suite_kinds(df)
-    acc, published = split_published(accuracy_table(df))
-    speed_cols, speed_rows, speed_stats, unit = speed_table(df)
-    accs = accuracy_section(acc, kinds, role_of)
-    answers = verdicts(speed_stats, accs["summary"], role_of, unit)
-    checks = pipeline_checks(accs["summary"], role_of)
-    ok = df[(df["sample_id"] != "*") & (df["status"] == "ok")] if not df.empty else df
-    errors = full[full["status"] == "error"][[c for c in ("model", "suite", "sample_id", "error") if c in full]]
-    order = history.run_order(df)
-    hist = history.history(df) if len(order) > 1 else pd.DataFrame()
-    comparison = history.latest_vs_previous(full)
-    dirs = runcard.run_dirs(sources or [], run_dir)
-    chart_list = [c for c in (charts.decode_vs_memory(speed_stats, unit),
-                              charts.latency(ok, role_of) if not ok.empty else None,
-                              charts.accuracy_grid(acc, role_of), charts.accuracy_by_image(acc, role_of))
-                  if c is not None]
-    counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    facts = (f"{len(df)} result rows ({', '.join(f'{v} {k}' for k, v in counts.items())}), "
-             f"{len(role_of)} model(s), {len(kinds)} suite(s); run(s): {', '.join(order[:6])}"
-             + (f" and {len(order) - 6} more" if len(order) > 6 else "") + ".")
-    any_random = FIXTURE in role_of.values()
-    any_reference = REFERENCE in role_of.values()
-    notes = []
-    if any_random:
-        notes.append("Models marked (random weights) are random-weight fixtures: they measure the harness and each "
-                     "architecture's speed, never a model's quality; they never win an accuracy question.")
-    if any_reference:
-        notes.append("The reference canary is the harness's own tiny trained model: its accuracy is a pipeline "
-                     "check, not a contender.")
-    cpu_only = "backend" in df and bool((df["backend"].dropna() == "cpu").any())
-    if cpu_only:
-        notes.append("Measured on MLX's CPU backend: says nothing about Metal on Apple Silicon.")
+    page = build_page(df, out, title=title, sources=sources, run_dir=run_dir, markdown=markdown,
+                      load_runs=load_runs)
+    _write(out, render_html(page))
+    if markdown:
+        _write(markdown_path(out), render_md(page))
+    return out
+
+
+def render_html(page: Page) -> str:
+    """The HTML view of the page model."""
     env = Environment(loader=PackageLoader("harness.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["fmt"] = fmt
-    env.filters["role"] = lambda m: f" ({ROLE_LABEL[role_of[m]]})" if ROLE_LABEL.get(role_of.get(m, MODEL)) else ""
-    labels = {c.key: c.label for c in speed_cols}
-    hist_rows = hist.to_dict("records") if len(order) > 1 else []
-    html = env.get_template("report.html.j2").render(
-        title=title,
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        version=__version__,
-        facts=facts,
-        verdicts=answers,
-        checks=checks,
-        speed_columns=speed_cols,
-        speed_rows=speed_rows,
-        speed_caption=SPEED_CAPTION,
-        noisy={r.model: [labels.get(k, k) for k in noisy_columns(r)] for r in speed_rows},
-        acc_columns=accs["columns"],
-        acc_rows=accs["rows"],
-        acc_details=accs["details"],
-        acc_caption=ACC_CAPTION,
-        published=published_rows(published, role_of),
-        role_label=ROLE_LABEL,
-        roles=role_of,
-        tagged_models=[m for m, r in role_of.items() if r != MODEL],
-        none_cell=Cell("–"),
-        role_note=ROLE_NOTE,
-        any_random=any_random,
-        any_reference=any_reference,
-        cpu_only=cpu_only,
-        unit=unit[0],
-        charts=chart_list,
-        gallery=gallery.gallery(full),
-        errors=errors.head(200).to_dict("records"),
-        n_errors=len(errors),
-        runcard=runcard.card(full, out, dirs),
-        environment=environment(full),
-        runs=order,
-        history=hist_rows,
-        history_chart=charts.history(hist, role_of) if hist_rows else None,
-        comparison=None if comparison is None else {
-            "previous": comparison[0], "latest": comparison[1], "problems": list(comparison[2].problems),
-            "warnings": comparison[3], "notes": list(comparison[2].notes), "rows": _finding_rows(comparison[2], unit),
-            "regressions": len(comparison[2].regressions),
-            "rule": gate_rule(comparison[2].factor, comparison[2].alpha),
-        },
-        n_rows=len(df),
-        serving=serving.sweeps(load_runs, out) if load_runs else [],
-        sources=sources or [],
-        md_name="report.md" if markdown else "",
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(html)
-    tmp.replace(out)
-    if markdown:
-        md = render_md(title=title, facts=facts, notes=notes, verdicts=answers, speed_cols=speed_cols,
-                       speed_rows=speed_rows, acc_cols=accs["columns"], acc_rows=accs["rows"],
-                       acc_caption=ACC_CAPTION, speed_caption=SPEED_CAPTION)
-        md_path = out.with_name("report.md") if out.name == "report.html" else out.with_suffix(".md")
-        tmp = md_path.with_suffix(".md.tmp")
-        tmp.write_text(md)
-        tmp.replace(md_path)
-    return out
+    env.filters["role"] = lambda m: (f" ({ROLE_LABEL[page.roles[m]]})"
+                                     if ROLE_LABEL.get(page.roles.get(m, MODEL)) else "")
+    return env.get_template("report.html.j2").render(**page.context())
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def markdown_path(out: Path) -> Path:
@@ -305,4 +64,4 @@ def markdown_path(out: Path) -> Path:
     return out.with_name("report.md") if out.name == "report.html" else out.with_suffix(".md")
 
 
-__all__ = ["render", "markdown_path", "accuracy_section"]
+__all__ = ["render", "render_html", "build_page", "markdown_path", "accuracy_section"]

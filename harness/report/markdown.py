@@ -8,6 +8,7 @@ When a run is too large the per-suite columns go first, then rows, and the file 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from harness.report.tables import Column, ModelRow, label
 
@@ -27,9 +28,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[
     return out
 
 
-def render_md(*, title: str, facts: str, notes: Sequence[str], verdicts: Sequence, speed_cols: Sequence[Column],
-              speed_rows: Sequence[ModelRow], acc_cols: Sequence[Column], acc_rows: Sequence[ModelRow],
-              acc_caption: str, speed_caption: str) -> str:
+def render_md(page: Any) -> str:
+    """The Markdown view of the page model (harness/report/page.py `Page`): the same cells as the HTML."""
+    title, facts, notes, verdicts = page.title, page.facts, page.notes, page.verdicts
+    speed_cols, speed_rows, speed_caption = page.speed_columns, page.speed_rows, page.speed_caption
+    acc_cols, acc_rows, acc_caption = page.acc_columns, page.acc_rows, page.acc_caption
     head = [f"# {cell(title)}", "", facts, ""]
     for n in notes:  # one quote each: consecutive quoted lines would run together into one paragraph
         head += [f"> {cell(n)}", ""]
