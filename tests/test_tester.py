@@ -60,7 +60,7 @@ def test_rows_carry_measurements_scores_and_environment(run):
         assert ok[col].astype(bool).all(), col
     assert set(ok["suite_kind"]) == {"natural", "synthetic"}
     # Load is measured once per worker: one value per model.
-    assert ok.groupby("model")["load_s"].nunique().eq(1).all()
+    assert ok.groupby(["model", "round"])["load_s"].nunique().eq(1).all()  # one load per worker: model × round
 
 
 def test_test_model_returns_that_models_rows(fixtures_root, tmp_path):

@@ -15,6 +15,10 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--run-id", help="name of this run's directory (default: a timestamp)")
     r.add_argument("--resume", action="store_true", help="continue the interrupted run (the newest unfinished one of the same models and suites, or --run-id), skipping finished samples")
     r.add_argument("--repeats", type=int_in(1, 1000), default=1, help="measure each sample N times (default 1)")
+    r.add_argument("--rounds", type=int_in(1, 100),
+                   help="measure speed in N counterbalanced rounds: each round runs every model once, in a fresh "
+                        "worker, in an order rotated each round, on its share of the samples (default 4 with two or "
+                        "more models, 1 with one); verdicts pair the models' round means")
     r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed generations per model before measuring (default 1)")
     r.add_argument("--limit", type=int_in(1), help="use only the first N samples of each suite")
     r.add_argument("--max-tokens", type=int_in(1, 32768), help="override every suite's generation limit")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
-        adapter=args.adapter, base_url=args.base_url,
+        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds,
     )
     models = args.model or default_models()
     suites = args.suite or default_suites()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
 # Older files are read through harness/results/migrations.py.
@@ -42,6 +42,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("sample_id", pa.string(), "sample id within the suite"),
     ("category", pa.string(), "what the question probes"),
     ("repeat", pa.int32(), "repetition index, 0-based"),
+    ("round", pa.int32(), "counterbalanced round the sample was measured in, 0-based: every model runs once per "
+                          "round, in its own fresh worker, in an order rotated from round to round"),
+    ("round_position", pa.int32(), "the model's place in its round's order, 0-based"),
     ("status", pa.string(), "ok | error | unsupported | skipped"),
     ("error", pa.string(), "reason when status is not ok"),
     ("traceback", pa.string(), "the worker's Python traceback, or a native crash's stack, when there is one"),

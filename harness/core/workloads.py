@@ -22,6 +22,10 @@ class SuiteWorkload:
     tasks: tuple[tuple[int, Sample], ...]
     warmup: int = 1
     reuse_prefix: bool = False
+    # The sample warmed up on; default the first task's. A run in rounds gives every round of a
+    # model the same one, so a warm-up that crashes does so in every round, and one that works
+    # never depends on which share of the samples the round drew.
+    warmup_sample: Sample | None = None
 
     def items(self) -> Iterable[tuple[int, Sample]]:
         return self.tasks
@@ -39,7 +43,7 @@ class SuiteWorkload:
         # out of the first sample. A Python error here is left for the real sample to report;
         # a native crash ends the process, and the supervisor says it happened at warm-up.
         for _ in range(self.warmup if self.tasks else 0):
-            first = self.tasks[0][1]
+            first = self.warmup_sample or self.tasks[0][1]
             try:
                 adapter.generate(first, first.max_tokens)
             except Exception:

@@ -32,7 +32,14 @@ def _v1_to_v2(table: pa.Table) -> pa.Table:
     return table.append_column("model_role", role)
 
 
-STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2}
+def _v2_to_v3(table: pa.Table) -> pa.Table:
+    # v2 measured each model in one pass: its rows are that single round, with no order recorded.
+    if "round" in table.column_names:
+        return table
+    return table.append_column("round", pa.array([0] * len(table), pa.int32()))
+
+
+STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(table: pa.Table, version: int, source: str = "") -> pa.Table:

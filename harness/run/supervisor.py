@@ -74,11 +74,22 @@ class Events(Protocol):
     def failed(self, tasks: list[int], status: str, error: str, traceback: str = "") -> None: ...
 
 
+@dataclass(frozen=True)
+class GaveUp:
+    """Why a model's worker could not get to its tasks (load failed or was refused, a death or
+    time-out while loading or warming up): every start would end the same way."""
+
+    status: str  # error | skipped
+    error: str
+    traceback: str = ""
+
+
 @dataclass
 class _Outcome:
     remaining: list[int]
     retry: bool  # a task crashed or timed out: the rest go to a fresh worker
     loaded: bool = False
+    gave_up: GaveUp | None = None
 
 
 @dataclass
@@ -86,13 +97,16 @@ class Supervisor:
     rules: Rules = field(default_factory=Rules)
     say: Callable[[str], None] = lambda msg: None
 
-    def run(self, spec: ModelSpec, path: str, workload: Any, events: Events) -> None:
-        """Run every task of `workload` for one model; each ends in `finished` or `failed`."""
+    def run(self, spec: ModelSpec, path: str, workload: Any, events: Events) -> GaveUp | None:
+        """Run every task of `workload` for one model; each ends in `finished` or `failed`.
+        Returns why, when the model never got to its tasks (a later round need not try again)."""
         pending = [task for task, _ in workload.items()]
         restarts = 0
         while pending:
             outcome = self._one_worker(spec, path, workload.subset(pending), events)
             pending = outcome.remaining
+            if outcome.gave_up is not None:
+                return outcome.gave_up
             if not outcome.retry or not pending:
                 break
             restarts += 1
@@ -119,7 +133,7 @@ class Supervisor:
 
         def fail_rest(error: str, tb: str = "") -> _Outcome:
             events.failed(list(remaining), "error", error, tb)
-            return _Outcome([], retry=False)
+            return _Outcome([], retry=False, gave_up=GaveUp("error", error, tb))
 
         try:
             while True:
@@ -139,7 +153,7 @@ class Supervisor:
                         error = msg.error if msg.skipped else f"{'load' if phase == 'loading' else 'warm-up'} failed: {msg.error}"
                         self.say(f"{status}: {spec.name}: {error}")
                         events.failed(list(remaining), status, error, msg.traceback)
-                        return _Outcome([], retry=False)
+                        return _Outcome([], retry=False, gave_up=GaveUp(status, error, msg.traceback))
                     elif isinstance(msg, Ready):
                         phase = "tasks"
                     elif isinstance(msg, Started):

@@ -27,7 +27,7 @@ from harness.run.planning import Plan, Settings, Task, make_plan
 from harness.run.progress import Progress, say
 from harness.run.protocol import Finished, Loaded
 from harness.run.rows import load_columns, measurement_columns
-from harness.run.supervisor import Rules, Supervisor
+from harness.run.supervisor import GaveUp, Rules, Supervisor
 from harness.suites import default_suites, load_suite
 
 
@@ -35,8 +35,9 @@ class _SuiteRows:
     """Supervisor events for one model -> scored results rows, stored as they arrive."""
 
     def __init__(self, tester: VLMTester, spec: ModelSpec, tasks: tuple[Task, ...], path: str,
-                 progress: Progress) -> None:
+                 progress: Progress, position: int | None = None) -> None:
         self.tester, self.spec, self.path, self.progress = tester, spec, path, progress
+        self.position = position
         self.tasks = {t.index: t for t in tasks}
         self.load: dict[str, Any] = {}
         self.cost = None
@@ -47,7 +48,8 @@ class _SuiteRows:
 
     def started(self, task: int) -> None:
         t = self.tasks[task]
-        self.progress.doing(f"{self.spec.name} | {t.suite.name} | {t.sample.id}")
+        where = f" | round {t.round + 1}" if self.position is not None else ""
+        self.progress.doing(f"{self.spec.name}{where} | {t.suite.name} | {t.sample.id}")
 
     def finished(self, msg: Finished) -> None:
         cpu0 = time.process_time()
@@ -75,6 +77,7 @@ class _SuiteRows:
             "model_source": self.spec.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
             "suite_hash": task.suite.hash, "benchmark": ",".join(task.suite.definition.benchmark) or None,
             "sample_id": s.id, "category": s.category, "repeat": task.repeat,
+            "round": task.round, "round_position": self.position,
             "prompt": s.prompt, "images": list(s.images), "answers": list(s.answers), "metric": s.metric,
             # Empty lists, not null: null marks a row from before these were stored (scoring.py).
             "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,
@@ -103,6 +106,7 @@ class VLMTester:
         reuse_prefix: bool = False,
         adapter: str | None = None,
         base_url: str = "",
+        rounds: int | None = None,
     ) -> None:
         from harness.core.paths import reports_dir
 
@@ -111,7 +115,7 @@ class VLMTester:
         self._explicit_id = run_id
         self.run_id = run_id or new_run_id()
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
-                                 reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url)
+                                 reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds)
         self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
         self.progress = progress
         self.fixtures_root = fixtures_root
@@ -150,7 +154,7 @@ class VLMTester:
                        "repeats": self.settings.repeats, "warmup": self.settings.warmup,
                        "limit": self.settings.limit, "max_tokens": self.settings.max_tokens,
                        "reuse_prefix": self.settings.reuse_prefix, "adapter": self.settings.adapter,
-                       "timeout_s": self.rules.task_timeout_s}
+                       "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds}
         previous = run.plan() if self.resume else {}
         run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
                         **({"resumed_at": now()} if self.resume else {})})
@@ -159,10 +163,22 @@ class VLMTester:
         self._record_problems(plan)
         progress = Progress(plan.total, enabled=self.progress)
         supervisor = Supervisor(self.rules, say=say)
+        run.update_plan(rounds=plan.rounds)
+        # Every round of a model warms up on the same sample, the first of all its tasks.
+        warmup_of = {spec.name: tasks[0].sample for spec, tasks in plan.models if tasks}
+        gave_up: dict[str, GaveUp] = {}
         try:
-            for spec, tasks in plan.models:
-                if tasks:
-                    self._run_model(supervisor, spec, tasks, progress)
+            for step in plan.schedule():
+                name = step.model.name
+                if name in gave_up:  # it could not load or warm up: every start ends the same way
+                    why = gave_up[name]
+                    _SuiteRows(self, step.model, step.tasks, step.model.source, progress, step.position).failed(
+                        [t.index for t in step.tasks], why.status, why.error, why.traceback)
+                    continue
+                ended = self._run_model(supervisor, step.model, step.tasks, progress, step.position,
+                                        warmup_of.get(name))
+                if ended is not None:
+                    gave_up[name] = ended
         finally:
             progress.close()
         self.store.consolidate()
@@ -202,17 +218,19 @@ class VLMTester:
         ok = df[df["status"].isin(["ok", "unsupported"])]
         return set(ok[list(KEY)].itertuples(index=False, name=None))
 
-    def _run_model(self, supervisor: Supervisor, spec: ModelSpec, tasks: tuple[Task, ...], progress: Progress) -> None:
+    def _run_model(self, supervisor: Supervisor, spec: ModelSpec, tasks: tuple[Task, ...], progress: Progress,
+                   position: int | None = None, warmup_sample: Any = None) -> GaveUp | None:
         progress.model(spec.name)
         try:
             path = checkpoint_path(spec, self.fixtures_root, say)
         except Exception as e:
-            events = _SuiteRows(self, spec, tasks, spec.source, progress)
-            events.failed([t.index for t in tasks], "error", f"cannot build fixture: {type(e).__name__}: {e}")
-            return
+            events = _SuiteRows(self, spec, tasks, spec.source, progress, position)
+            error = f"cannot build fixture: {type(e).__name__}: {e}"
+            events.failed([t.index for t in tasks], "error", error)
+            return GaveUp("error", error)
         self.bandwidth()  # measured before any worker starts: a busy machine copies slower
-        events = _SuiteRows(self, spec, tasks, path, progress)
+        events = _SuiteRows(self, spec, tasks, path, progress, position)
         workload = SuiteWorkload(tuple((t.index, t.sample) for t in tasks), warmup=self.settings.warmup,
-                                 reuse_prefix=self.settings.reuse_prefix)
-        supervisor.run(spec, path, workload, events)
+                                 reuse_prefix=self.settings.reuse_prefix, warmup_sample=warmup_sample)
+        return supervisor.run(spec, path, workload, events)
         progress.model_done(spec.name)
