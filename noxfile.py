@@ -32,7 +32,7 @@ def gate(session: nox.Session) -> None:
     makes the latest run the baseline when it passes (or when there is none yet).
 
     On a shared CI runner, measure both revisions here instead, interleaved per model:
-    `nox -s gate -- --interleave origin/main HEAD` (3 rounds each; add -m/-s/--limit to choose
+    `nox -s gate -- --interleave origin/main HEAD` (5 rounds each, compared round by round; add -m/-s/--limit to choose
     what runs). Each revision runs from its own git worktree with PYTHONPATH on it."""
     from pathlib import Path
 

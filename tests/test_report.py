@@ -51,11 +51,14 @@ def test_every_number_in_the_speed_table_is_recomputable_from_the_parquet(result
     page = render(read_results(results), tmp_path / "r.html").read_text()
     got = table_cells(page, "speed-table")
     df = pd.read_parquet(results)  # plain pandas, not the harness's reader
+    assert df["round"].nunique() == 4  # two models: counterbalanced rounds by default
     for model, g in df[df["status"] == "ok"].groupby("model"):
         def mean_ci(col, scale=1.0, g=g):
-            v = g[col].to_numpy() * scale
+            # Speed figures are over rounds: the mean of each round's requests, then a 95 %
+            # Student-t interval over those round means.
+            v = g.groupby("round")[col].mean().to_numpy() * scale
             s = describe(v)  # the one definition of a 95 % interval of a mean (Student t)
-            assert np.isclose(s.mean, v.mean())
+            assert np.isclose(s.mean, v.mean()) and s.n == 4
             return f"{_fmt(v.mean())} ± {_fmt((s.ci_high - s.ci_low) / 2, 2)}"
 
         assert got[(model, "decode_tps")] == mean_ci("decode_tps")
@@ -63,8 +66,11 @@ def test_every_number_in_the_speed_table_is_recomputable_from_the_parquet(result
         assert got[(model, "ttft_ms")] == mean_ci("ttft_s", 1e3)
         assert got[(model, "wall_s")] == mean_ci("wall_s")
         assert got[(model, "size")] == _fmt(g["model_size_bytes"].iloc[0] / 1e6)
-        assert got[(model, "load_s")] == _fmt(g["load_s"].iloc[0])  # one load: its value, no "± nan"
-        assert got[(model, "import_s")] == _fmt(g["import_s"].iloc[0])
+        loads = g.drop_duplicates("round")["load_s"]  # a fresh worker, so a load, per round
+        assert got[(model, "load_s")] == f"{_fmt(loads.mean())} ± {_fmt(loads.std(), 2)}"
+        imports = g.drop_duplicates("round")["import_s"]
+        assert got[(model, "import_s")] == f"{_fmt(imports.mean())} ± {_fmt(imports.std(), 2)}"
+        assert got[(model, "rounds")].startswith("4 · ")
         assert got[(model, "peak_mlx")] == _fmt(g["peak_mlx_bytes"].max() / 1e6)  # MB: nothing reaches 1 GB
         assert got[(model, "n")] == f"{len(g)} / 0 / 0"
     assert "Memory and size in MB (decimal)" in page and "MiB" not in page and "GiB" not in page
@@ -122,7 +128,9 @@ def test_fixtures_and_the_canary_never_win_accuracy_and_overlap_is_a_tie(tmp_pat
     assert verdict["per_gb"] == "winner" and who["per_gb"] == "alpha"
     assert verdict["memory"] == "tie"  # equal peaks
     md = markdown_path(tmp_path / "r.html").read_text()
-    assert "| Fastest decode | tie: beta, alpha |" in md or "| Fastest decode | tie: alpha, beta |" in md
+    # These rows carry no rounds: one round, so the answer says it is provisional.
+    assert re.search(r"\| Fastest decode \| tie: (beta, alpha|alpha, beta) \(provisional: one round — run-to-run", md)
+    assert 'data-question="decode"' in page and 'data-provisional="1"' in page
 
 
 def test_report_md_has_the_same_figures_as_the_html(results, tmp_path):

@@ -25,7 +25,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     i.add_argument("--interleave", nargs=2, metavar=("REV_A", "REV_B"),
                    help="benchmark git revisions REV_A (baseline) and REV_B (candidate) here, alternating their "
                         "runs per model, then gate B against A")
-    i.add_argument("--rounds", type=int, default=3, help="runs of each revision per model with --interleave (default 3)")
+    i.add_argument("--rounds", type=int, default=5,
+                   help="runs of each revision per model with --interleave (default 5); the gate pairs them round by "
+                        "round, so more rounds narrow its interval (4 degrees of freedom at 5)")
     i.add_argument("--model", "-m", action="append", default=[], help="with --interleave: model (repeatable; "
                                                                         "default: every offline fixture)")
     i.add_argument("--suite", "-s", action="append", default=[], help="with --interleave: suite (repeatable)")
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if b is None or c is None:
             return INCOMPARABLE
     result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment,
-                     consensus=args.runs_combine)
+                     consensus=args.runs_combine, paired_runs=bool(args.interleave))
     md = to_markdown(result, baseline=str(baseline), current=str(current))
     for target, text in ((args.markdown, md), (args.json, to_json(result))):
         if target:

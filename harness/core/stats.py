@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 # Two-sided 95 % Student t quantiles for small n (df = n - 1); normal beyond.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -104,3 +105,101 @@ def bootstrap_medians(values: Sequence[float] | np.ndarray, *, resamples: int = 
         stop = min(resamples, start + step)
         out[start:stop] = np.median(v[rng.integers(0, len(v), size=(stop - start, len(v)))], axis=1)
     return out
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A ratio of two things measured side by side in the same blocks (rounds), and how sure it is.
+
+    `ratio` is the geometric mean over blocks of a / b; [`low`, `high`] its two-sided interval at
+    `level` (Student t on the per-block log ratios, n − 1 degrees of freedom); `p` the two-sided
+    p-value of no difference. nan interval and p with fewer than two blocks: one block cannot
+    tell a difference from the run-to-run variation it does not see.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    n: int
+    p: float
+    level: float
+    log_mean: float = math.nan  # mean per-block log ratio, and its standard error
+    log_se: float = math.nan
+
+    def p_above(self, threshold: float) -> float:
+        """One-sided p-value that the true ratio is at most `threshold` (small: it is above)."""
+        from scipy import stats as st
+
+        if self.n < 2 or math.isnan(self.log_se):
+            return math.nan
+        gap = self.log_mean - math.log(threshold)
+        if self.log_se == 0:
+            return 0.0 if gap > 0 else 1.0
+        return float(st.t.sf(gap / self.log_se, self.n - 1))
+
+    @property
+    def decided(self) -> bool:
+        """The interval excludes no difference (ratio 1)."""
+        return self.n >= 2 and not math.isnan(self.low) and (self.low > 1 or self.high < 1)
+
+    def bound(self, side: str) -> float:
+        """A one-sided bound at (1 + level) / 2: 'low' or 'high' of the two-sided interval."""
+        return self.low if side == "low" else self.high
+
+
+def ratio_interval(log_ratios: Sequence[float] | np.ndarray, *, level: float = 0.95) -> Paired:
+    """The ratio behind per-block log ratios (one per round), with a two-sided Student-t interval
+    at `level` over the blocks; nan entries are dropped."""
+    from scipy import stats as st
+
+    d = np.asarray(log_ratios, dtype=float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    if n == 0:
+        return Paired(math.nan, math.nan, math.nan, 0, math.nan, level)
+    mean = float(d.mean())
+    if n < 2:
+        return Paired(math.exp(mean), math.nan, math.nan, n, math.nan, level, mean)
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    if se == 0:
+        return Paired(math.exp(mean), math.exp(mean), math.exp(mean), n, 0.0 if mean else 1.0, level, mean, 0.0)
+    half = float(st.t.ppf((1 + level) / 2, n - 1)) * se
+    p = float(2 * st.t.sf(abs(mean) / se, n - 1))
+    return Paired(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, p, level, mean, se)
+
+
+def paired_ratio(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,
+                 level: float = 0.95) -> Paired:
+    """a against b, block by block: one figure of each side per block (pairs with a missing or
+    non-positive value are dropped); see `ratio_interval`."""
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired_ratio needs equal lengths, got {len(x)} and {len(y)}")
+    keep = (x > 0) & (y > 0)  # nan compares False: dropped too
+    return ratio_interval(np.log(x[keep] / y[keep]), level=level)
+
+
+def round_log_ratios(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """One log ratio a / b per round: the median, over the units (samples) both sides measured in
+    that round, of log(a_unit / b_unit).
+
+    `a` and `b` are indexed by (round, unit): the first index level names the round (any
+    hashable, e.g. a (run_id, round) pair), the rest the unit. Pairing sample by sample takes
+    each sample's own cost (prompt length, answer length) out of the round's figure, and the
+    median keeps a burst of load on one request from carrying it."""
+    joined = pd.concat({"a": a, "b": b}, axis=1, join="inner")
+    joined = joined[(joined["a"] > 0) & (joined["b"] > 0)]
+    if joined.empty:
+        return np.asarray([], dtype=float)
+    logs = np.log(joined["a"].astype(float) / joined["b"].astype(float))
+    return logs.groupby(level=0, sort=True).median().to_numpy()
+
+
+def compare_rounds(a: pd.Series, b: pd.Series, *, level: float = 0.95) -> Paired:
+    """The one comparison rule of the report's speed verdicts and the gate's interleaved timings:
+    a against b over rounds, each round measured close in time on both sides, so drift between
+    rounds falls on both and cancels, and the rounds — not the requests inside them, which share
+    a round's load — are the replicates. The report asks at 95 % whether two models differ; the
+    gate asks for a one-sided bound against its factor (harness/gate/compare.py)."""
+    return ratio_interval(round_log_ratios(a, b), level=level)

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.stats import bootstrap_medians, paired_bootstrap
+from harness.core.stats import bootstrap_medians, compare_rounds, paired_bootstrap
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -198,14 +198,61 @@ class Timing:
 CONSENSUS = ("best", "median")  # how a side's runs are combined per sample
 
 
+def _run_order(df: pd.DataFrame) -> list[str]:
+    """Run ids in the order they were measured (first row written)."""
+    if "recorded_at" not in df or "run_id" not in df:
+        return sorted(df["run_id"].fillna("").unique()) if "run_id" in df else []
+    first = df.assign(run_id=df["run_id"].fillna("")).groupby("run_id")["recorded_at"].min()
+    return list(first.sort_values().index)
+
+
+def timing_over_rounds(m: Metric, b: pd.DataFrame, c: pd.DataFrame, pb: pd.DataFrame, pc: pd.DataFrame,
+                       factor: float, alpha: float) -> Timing:
+    """Interleaved runs, paired round by round (the k-th run of each side measured next to each
+    other), by the report's rule (harness.core.stats.compare_rounds) at the gate's level, with a
+    one-sided bound against the factor: within a round, the median over the samples both runs
+    measured of their ratio; the rounds are the replicates, and drift between rounds falls on
+    both sides of a pair and cancels."""
+    common = pb.columns.intersection(pc.columns)
+    ob = [r for r in _run_order(b) if r in pb.index]
+    oc = [r for r in _run_order(c) if r in pc.index]
+    k = min(len(ob), len(oc))
+
+    def by_round(p: pd.DataFrame, order: list[str]) -> pd.Series:
+        part = p.loc[order[:k], common]
+        part.index = range(k)
+        return part.stack()
+
+    sb, sc = by_round(pb, ob), by_round(pc, oc)
+    # Oriented so that a ratio above 1 is worse; the interval's lower end is a one-sided bound.
+    level = 1 - 2 * alpha
+    p = compare_rounds(sb, sc, level=level) if m.higher_is_better else compare_rounds(sc, sb, level=level)
+    ratio = p.ratio
+    change = (1 / ratio - 1) if m.higher_is_better else (1 - ratio)
+    base = (float(sb.groupby(level=0).median().median()), float(sc.groupby(level=0).median().median()), change, ratio)
+    if p.n < 2:
+        return Timing(*base, math.nan, math.nan, "", len(common), len(ob), len(oc),
+                      "fewer than 2 rounds measured on both sides: add rounds")
+    worse_p = p.p_above(factor)
+    above = p.p_above(1 / factor)
+    how = (f"{p.n} interleaved rounds paired; {100 * level:g} % interval of the ratio "
+           f"{p.low:.2f}×–{p.high:.2f}× (per round, the median ratio over {len(common)} samples)")
+    return Timing(*base, worse_p, 1 - above if not math.isnan(above) else math.nan, how, len(common), len(ob), len(oc))
+
+
 def compare_timing(m: Metric, b: pd.DataFrame, c: pd.DataFrame, factor: float, alpha: float,
-                   consensus: str = "best") -> Timing:
-    """The paired-ratio test of one timing; `b` and `c` are ok rows with run_id, sample_id, value."""
+                   consensus: str = "best", paired_runs: bool = False) -> Timing:
+    """The paired-ratio test of one timing; `b` and `c` are ok rows with run_id, sample_id, value.
+
+    `paired_runs`: the sides' runs were measured interleaved (gate --interleave), so the k-th
+    runs of each side form a round and the rounds are compared (timing_over_rounds)."""
     pb, pc = _per_sample(b, m.column), _per_sample(c, m.column)
     kb, kc = len(pb), len(pc)
     nan = math.nan
     if pb.empty or pc.empty:
         return Timing(nan, nan, nan, nan, nan, nan, "", 0, kb, kc, "no values on one side")
+    if paired_runs and kb == kc >= 2 and len(pb.columns.intersection(pc.columns)):
+        return timing_over_rounds(m, b, c, pb, pc, factor, alpha)
     # Each side's value of a sample is its best over the side's runs (least time, highest rate):
     # load only ever slows a run down, so the best of several runs is the one it touched least.
     if consensus == "median":
@@ -305,8 +352,11 @@ def _accuracy(b: pd.DataFrame, c: pd.DataFrame, alpha: float) -> tuple[float, fl
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, factor: float = 1.1, alpha: float = 0.05,
-            check_environment: bool = True, consensus: str = "best") -> GateResult:
-    """Compare `current` against `baseline`; the verdict is `GateResult.exit_code`."""
+            check_environment: bool = True, consensus: str = "best", paired_runs: bool = False) -> GateResult:
+    """Compare `current` against `baseline`; the verdict is `GateResult.exit_code`.
+
+    `paired_runs`: both sides were measured interleaved, run k of one beside run k of the other
+    (`gate --interleave`): timings are compared round by round (timing_over_rounds)."""
     if factor < 1:
         raise ValueError(f"--factor must be ≥ 1 (1.1 allows 10 % before a change counts), got {factor}")
     if not 0 < alpha < 1:
@@ -338,7 +388,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, factor: float = 1.
         b, c = bgroups[(model, suite)], cgroups[(model, suite)]
         bok, cok = b[b["status"] == "ok"], c[c["status"] == "ok"]
         for m in TIMINGS:
-            t = compare_timing(m, bok, cok, factor, alpha, consensus)
+            t = compare_timing(m, bok, cok, factor, alpha, consensus, paired_runs)
             timings.append((len(findings), t))
             findings.append(Finding(model, suite, m.column, m.unit, t.baseline, t.current, t.change, math.nan,
                                     int(bok[m.column].notna().sum()), int(cok[m.column].notna().sum()), "unchanged",

@@ -39,7 +39,7 @@ def checkout(repo: Path, rev: str, where: Path) -> str:
     return commit
 
 
-def measure_interleaved(rev_a: str, rev_b: str, *, out: Path, rounds: int = 3, models: Sequence[str] = (),
+def measure_interleaved(rev_a: str, rev_b: str, *, out: Path, rounds: int = 5, models: Sequence[str] = (),
                         suites: Sequence[str] = (), limit: int | None = None, repo: Path | None = None,
                         extra: Sequence[str] = ()) -> tuple[list[Path], list[Path]]:
     """Benchmark both revisions `rounds` times per model, alternating; returns (A's runs, B's runs).

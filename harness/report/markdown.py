@@ -38,7 +38,8 @@ def render_md(page: Any) -> str:
         head += [f"> {cell(n)}", ""]
     summary = ["## Summary", ""] + table(
         ["Question", "Verdict", "Margin", "Uncertainty"],
-        [[v.question, v.headline if v.outcome != "tie" else f"tie: {v.headline}", v.margin, v.uncertainty + (f" {v.excluded}" if v.excluded else "")]
+        [[v.question, (v.headline if v.outcome != "tie" else f"tie: {v.headline}")
+          + (f" ({v.provisional})" if getattr(v, "provisional", "") else ""), v.margin, v.uncertainty + (f" {v.excluded}" if v.excluded else "")]
          for v in verdicts], "llll") + [""]
 
     def speed(rows: Sequence[ModelRow]) -> list[str]:

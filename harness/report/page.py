@@ -45,7 +45,7 @@ from harness.report.verdict import pipeline_checks, verdicts
 # filter copies each column, so a 100,000-row run renders several times faster on this subset.
 _CORE = ("schema_version", "run_id", "recorded_at", "model", "adapter", "arch", "quantization", "random_weights",
          "model_role", "backend", "model_size_bytes", "params_b", "import_s", "load_s", "suite", "suite_kind",
-         "suite_hash", "sample_id", "category", "repeat", "status", "error", "metric", "score", "ttft_s",
+         "suite_hash", "sample_id", "category", "repeat", "round", "round_position", "status", "error", "metric", "score", "ttft_s",
          "prefill_tps", "decode_tps", "wall_s", "prompt_tokens", "generated_tokens", "peak_mlx_bytes",
          "peak_rss_bytes", "decode_bound_tps", "bandwidth_gbps", "bandwidth_source", "device_name",
          "device_memory_bytes", "env_host", "env_machine", "env_cpu", "env_cores", "env_ram_bytes", "env_device",
@@ -56,11 +56,15 @@ ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number
                "are the mean of per-suite means (every suite weighs the same); their interval combines the "
                "suites' intervals as independent errors. Random-weight fixtures and the reference canary are "
                "shown for completeness: their accuracy is no quality figure.")
-SPEED_CAPTION = ("Mean ± half-width of the 95 % interval of the mean over requests (Student t); Load and "
-                 "Import are per model load: one load shows its value, several mean ± std. Tokens: mean "
-                 "generated / prompt tokens per request. Memory is the largest per-request peak. A cell marked "
-                 "noisy: repetitions of one sample (--repeats) vary by more than 10 % (median coefficient of "
-                 "variation); without repetitions the spread is across different samples, not noise.")
+SPEED_CAPTION = ("Speed is measured in counterbalanced rounds: each round runs every model once, in a fresh process, "
+                 "in an order rotated each round. TTFT, Prefill, Decode and Per request: mean of the round means ± "
+                 "half-width of their 95 % interval over rounds (Student t), the figure the verdicts pair; the tooltip "
+                 "gives the requests' own spread, which says how much one request varies, not how sure a ranking is. "
+                 "With one round the interval is within one run, over requests. Rounds: how many, and how far decode's "
+                 "round means spread (max / min); 'rounds disagree' when they differ by more than the requests' spread "
+                 "implies. Load and Import are per model load: one load shows its value, several mean ± std. Tokens: "
+                 "mean generated / prompt tokens per request. Memory is the largest per-request peak. A cell marked "
+                 "noisy: its round means vary by more than 10 % (coefficient of variation).")
 
 
 def _core(df: pd.DataFrame) -> pd.DataFrame:

@@ -160,6 +160,99 @@ def _ci_cell(values: pd.Series | np.ndarray, unit: str, scale: float = 1.0,
     return Cell.of(fmt(s.mean), f" ± {fmt(half, 2)}", s.mean, title, "noisy" if noisy else ""), s
 
 
+def round_figures(g: pd.DataFrame, col: str, how: str = "mean") -> pd.Series:
+    """One figure per round of one model: its requests' mean (or max, for peaks) in that round.
+
+    A round is (run_id, round): rows written before rounds existed count as one round per run.
+    These, not the requests, are the replicates of speed: requests inside one round share
+    whatever load the machine had then."""
+    if col not in g:
+        return pd.Series([], dtype=float)
+    keys = pd.DataFrame({"run_id": g["run_id"].fillna("") if "run_id" in g else "",
+                         "round": g["round"].fillna(0).astype(int) if "round" in g else 0,
+                         "v": pd.to_numeric(g[col], errors="coerce").astype(float)})
+    keys = keys.dropna(subset=["v"])
+    if keys.empty:
+        return pd.Series([], dtype=float)
+    return keys.groupby(["run_id", "round"])["v"].agg(how)
+
+
+def _blocks(g: pd.DataFrame) -> pd.Series:
+    """Each row's round as one label: run_id/round (rows from before rounds: one round a run)."""
+    run = g["run_id"].fillna("").astype(str) if "run_id" in g else pd.Series("", index=g.index)
+    rnd = g["round"].fillna(0).astype(int).astype(str) if "round" in g else pd.Series("0", index=g.index)
+    return run + "/" + rnd
+
+
+def sample_figures(g: pd.DataFrame, col: str, scale: float = 1.0) -> pd.Series:
+    """One model's per-request values indexed by (round, suite, sample, repeat): what
+    harness.core.stats.compare_rounds pairs sample by sample within each round."""
+    if col not in g:
+        return pd.Series([], dtype=float)
+    idx = pd.MultiIndex.from_arrays([_blocks(g), g["suite"].astype(str) if "suite" in g else "",
+                                     g["sample_id"].astype(str), g["repeat"].fillna(0).astype(int)
+                                     if "repeat" in g else 0], names=["round", "suite", "sample_id", "repeat"])
+    v = pd.Series(pd.to_numeric(g[col], errors="coerce").astype(float).to_numpy() * scale, index=idx)
+    return v[v.notna() & ~v.index.duplicated(keep="last")]
+
+
+def rounds_disagree(g: pd.DataFrame, col: str) -> float:
+    """p-value (one-way ANOVA over rounds) that the rounds' means differ by no more than their
+    requests' spread implies; nan with fewer than two rounds of two requests."""
+    from scipy.stats import f_oneway
+
+    if col not in g:
+        return math.nan
+    v = pd.to_numeric(g[col], errors="coerce").astype(float)
+    groups = [x.dropna().to_numpy() for _, x in v.groupby(_blocks(g))]
+    groups = [x for x in groups if len(x) >= 2]
+    if len(groups) < 2 or all(np.all(x == x[0]) for x in groups):
+        return math.nan
+    return float(f_oneway(*groups).pvalue)
+
+
+# Rounds whose means differ this surely (ANOVA p) are flagged: the machine drifted between them
+# by more than one request varies, so one round alone would have misled.
+DRIFT_P = 0.01
+
+
+def _round_cell(g: pd.DataFrame, col: str, unit: str, scale: float = 1.0) -> tuple[Cell, object]:
+    """A speed figure from its round means: mean ± half-width of the 95 % interval over rounds;
+    with one round, the request-level interval, said to be within one run."""
+    rounds = round_figures(g, col) * scale
+    requests = describe(pd.to_numeric(g[col], errors="coerce").astype(float).to_numpy() * scale) if col in g \
+        else describe([])
+    if len(rounds) < 2:
+        cell, s = _ci_cell(_col(g, col), unit, scale, repeat_cv(g, col))
+        if s.n > 1 and not math.isnan(s.ci_low):
+            cell = Cell.of(cell.main, cell.sub, cell.sort, cell.title + "; one round: a within-run interval over "
+                           "requests, blind to run-to-run variation", "within")
+        return cell, s
+    s = describe(rounds.to_numpy())
+    half = (s.ci_high - s.ci_low) / 2
+    noisy = not math.isnan(s.cv) and s.cv > NOISY_CV
+    title = (f"mean of {s.n} round means {fmt(s.mean)} {unit}, 95 % interval over rounds {fmt(s.ci_low)}–"
+             f"{fmt(s.ci_high)}; rounds span {fmt(rounds.min())}–{fmt(rounds.max())} "
+             f"({fmt(rounds.max() / rounds.min() if rounds.min() > 0 else math.nan)}×); requests: std {fmt(requests.std)}"
+             f" over n={requests.n} (how much one request varies, not how sure the ranking is)"
+             + ("; noisy: round means vary by more than 10 %" if noisy else ""))
+    return Cell.of(fmt(s.mean), f" ± {fmt(half, 2)}", s.mean, title, "noisy" if noisy else ""), s
+
+
+def _drift_cell(g: pd.DataFrame) -> Cell:
+    """How far the same model's decode moved between rounds, flagged when more than chance."""
+    rounds = round_figures(g, "decode_tps")
+    if len(rounds) < 2:
+        return Cell.of("1", "", 1, "one round: run-to-run variation unknown; verdicts are provisional", "within")
+    spread = float(rounds.max() / rounds.min()) if rounds.min() > 0 else math.nan
+    p = rounds_disagree(g, "decode_tps")
+    flagged = not math.isnan(p) and p < DRIFT_P
+    title = (f"{len(rounds)} rounds; decode round means from {fmt(rounds.min())} to {fmt(rounds.max())} tok/s"
+             + (f"; they differ by more than the requests' spread implies (ANOVA p={p:.2g}): the machine drifted"
+                if flagged else f" (ANOVA p={p:.2g}: within what requests vary)" if not math.isnan(p) else ""))
+    return Cell.of(str(len(rounds)), f" · {fmt(spread, 2)}×", spread, title, "drift" if flagged else "")
+
+
 def _single_or_spread(values: pd.Series, unit: str) -> Cell:
     """Per-load figures (load, import): one load shows its value; several, mean ± std over loads."""
     v = values.dropna().astype(float)
@@ -189,6 +282,7 @@ def speed_columns(df: pd.DataFrame, unit: str) -> list[Column]:
         Column("decode_tps", "Decode", "tok/s", "tokens after the first over the time after the first"),
         Column("tokens", "Tokens", "out / in", "mean generated / prompt tokens per request"),
         Column("wall_s", "Per request", "s", "whole generation, call to last token"),
+        Column("rounds", "Rounds", "n · max/min", "counterbalanced rounds, and how far decode's round means spread"),
     ]
     if has_bound(df):
         cols.append(Column("bw_pct", "Of bound", "%", "decode over the memory-bandwidth bound"))
@@ -206,13 +300,19 @@ def has_bound(df: pd.DataFrame) -> bool:
 
 @dataclass(frozen=True)
 class SpeedStats:
-    """What the summary's speed questions compare, per model."""
+    """What the summary's speed questions compare, per model: round-level figures (one per
+    (run_id, round)), which the verdicts pair between models."""
     model: str
     role: str
-    decode: object  # harness.core.stats.Summary of per-request decode rates
+    decode: object  # harness.core.stats.Summary over round means (request-level with one round)
     ttft_ms: object
     peak_bytes: float
     n: int
+    decode_rounds: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))
+    ttft_rounds: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # ms
+    peak_rounds: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # bytes, max per round
+    decode_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # sample_figures
+    ttft_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # ms
 
 
 def _col(g: pd.DataFrame, name: str) -> pd.Series:
@@ -243,7 +343,8 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
     hosts = "env_host" in ok and ok["env_host"].nunique() > 1
     for model, g in ok.groupby("model", sort=True):
         cells: dict[str, Cell] = {}
-        per_load = g.drop_duplicates("run_id") if "run_id" in g else g.iloc[:1]
+        # One row per model load: with rounds, each round loads the model afresh.
+        per_load = g.drop_duplicates([k for k in ("run_id", "round") if k in g]) if "run_id" in g else g.iloc[:1]
         adapter = _first_str(g, "adapter")
         backend = ",".join(sorted(g["backend"].dropna().astype(str).unique())) if "backend" in g else ""
         host = ",".join(sorted(g["env_host"].dropna().astype(str).unique())) if hosts else ""
@@ -255,16 +356,17 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
             cells["params"] = Cell.of(fmt(float(p.iloc[0])), "", float(p.iloc[0])) if not p.empty else Cell("–")
         cells["load_s"] = _single_or_spread(_col(per_load, "load_s"), "s")
         cells["import_s"] = _single_or_spread(_col(per_load, "import_s"), "s")
-        cells["ttft_ms"], ttft = _ci_cell(_col(g, "ttft_s"), "ms", 1e3, repeat_cv(g, "ttft_s"))
-        cells["prefill_tps"], _ = _ci_cell(_col(g, "prefill_tps"), "tok/s", noise=repeat_cv(g, "prefill_tps"))
-        cells["decode_tps"], decode = _ci_cell(_col(g, "decode_tps"), "tok/s", noise=repeat_cv(g, "decode_tps"))
+        cells["ttft_ms"], ttft = _round_cell(g, "ttft_s", "ms", 1e3)
+        cells["prefill_tps"], _ = _round_cell(g, "prefill_tps", "tok/s")
+        cells["decode_tps"], decode = _round_cell(g, "decode_tps", "tok/s")
         gen, prompt = _col(g, "generated_tokens"), _col(g, "prompt_tokens")
         out_t = fmt(float(gen.mean())) if not gen.empty else "–"
         in_t = fmt(float(prompt.mean())) if not prompt.empty else "–"
         cells["tokens"] = Cell.of(out_t, f" / {in_t}", _num(float(gen.mean())) if not gen.empty else None,
                                   "decode rates over few tokens are coarse" if not gen.empty and gen.mean() < 16 else "",
                                   "coarse" if not gen.empty and gen.mean() < 16 else "")
-        cells["wall_s"], _ = _ci_cell(_col(g, "wall_s"), "s", noise=repeat_cv(g, "wall_s"))
+        cells["wall_s"], _ = _round_cell(g, "wall_s", "s")
+        cells["rounds"] = _drift_cell(g)
         if bound:
             b = g["decode_bound_tps"].astype(float)
             share = (g["decode_tps"].astype(float) / b.where(b > 0) * 100).dropna()
@@ -283,7 +385,10 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
         cells["n"] = Cell.of(str(len(g)), f" / {n_err} / {n_uns}", len(g), "", "impossible" if n_err else "")
         rows.append(ModelRow(model, role_of.get(model, MODEL), _first_str(g, "arch"), _first_str(g, "quantization"),
                              backend, cells))
-        stats.append(SpeedStats(model, role_of.get(model, MODEL), decode, ttft, peak, len(g)))
+        stats.append(SpeedStats(model, role_of.get(model, MODEL), decode, ttft, peak, len(g),
+                                round_figures(g, "decode_tps"), round_figures(g, "ttft_s") * 1e3,
+                                round_figures(g, "peak_mlx_bytes", "max"), sample_figures(g, "decode_tps"),
+                                sample_figures(g, "ttft_s", 1e3)))
     return cols, rows, stats, (unit, scale)
 
 

@@ -2,12 +2,20 @@
 margin and its uncertainty.
 
 Rules (the page prints them):
-- Speed (decode, first token): each model's mean over its requests with a 95 % Student-t
-  interval of the mean (harness.core.stats.describe). The leader wins only when its interval does not
-  overlap any other model's; every model whose interval overlaps the leader's ties with it.
-  Non-overlap of two 95 % intervals is a conservative test (stricter than p < 0.05).
-- Memory: the peak (max over requests) per model; peaks within 1 % of each other tie, since a
-  peak has no sampling spread worth the name.
+- Speed (decode, first token): a run measures in counterbalanced rounds (harness/run/planning.py),
+  and each model has one figure per round, the mean of its requests in it. The leader (best mean
+  of round means) is compared with every other model round by round: the ratio of their round
+  means — within each round the median over the samples both measured of their ratio, so each
+  sample's own cost drops out — with a 95 % Student-t interval over the rounds
+  (harness.core.stats.compare_rounds, the gate's rule too). Drift between rounds falls on both and cancels. The leader wins only when
+  that interval excludes no difference against every other model; the others tie with it.
+  Requests inside one round share that round's load, so they are not replicates: their spread
+  is shown apart, as how much one request varies.
+- One round (one model, or --rounds 1): the run-to-run variation is unknown. The verdict is
+  marked provisional and falls back to the request-level 95 % intervals (overlap ties).
+- Memory: the peak (max over requests) per model and round; peaks within 1 % of each other tie,
+  since a peak has no sampling spread worth the name, and with rounds the leader must be lower
+  in the paired comparison too.
 - Accuracy (natural, synthetic, per GB): the 95 % intervals of `kinds.kind_summary`; overlap is a
   tie. Random-weight fixtures and the reference canary never win an accuracy question: a fixture
   measures speed only, the canary checks the pipeline.
@@ -21,6 +29,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.core.stats import Paired, compare_rounds, paired_ratio
 from harness.report.tables import FIXTURE, MODEL, REFERENCE, ROLE_LABEL, SpeedStats, fmt, pct
 
 MEMORY_TIE = 0.01
@@ -36,6 +45,7 @@ class Verdict:
     margin: str
     uncertainty: str
     excluded: str = ""  # who was left out of an accuracy question and why
+    provisional: str = ""  # why the answer may not survive another run (one round)
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ def _pick(key: str, question: str, entries: Sequence[Entry], higher: bool, unit:
     why = "too few samples to tell them apart" if unknown else "inside the spread"
     margin = (f"{lead.model} leads {second.model} by {fmt(diff)} {unit}{rel}" if not tied else
               f"{lead.model} is ahead of {second.model} by {fmt(diff)} {unit}{rel}, {why}")
-    unc = "; ".join(f"{e.model}: {e.text}" for e in ranked[: max(2, len(tied) + 1)][:4])
+    unc = "; ".join(e.text if e.text.startswith(f"{e.model}: ") else f"{e.model}: {e.text}"
+                    for e in ranked[: max(2, len(tied) + 1)][:4])
     if tied:
         names = (lead.model, *(e.model for e in tied))
         head = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -81,13 +92,65 @@ def _pick(key: str, question: str, entries: Sequence[Entry], higher: bool, unit:
     return Verdict(key, question, "winner", (lead.model,), lead.model, margin, f"{unc}. {rule}", excluded)
 
 
-def _ci_entry(model: str, s: object, unit: str) -> Entry:
-    text = (f"{fmt(s.mean)} [{fmt(s.ci_low)}–{fmt(s.ci_high)}] {unit}, n={s.n}" if not math.isnan(s.ci_low)
-            else f"{fmt(s.mean)} {unit}, n={s.n} (too few samples to tell)")
+def _ci_entry(model: str, s: object, unit: str, rounds: int = 0) -> Entry:
+    n = f"{s.n} rounds" if rounds >= 2 else f"n={s.n}"
+    text = (f"{model}: {fmt(s.mean)} [{fmt(s.ci_low)}–{fmt(s.ci_high)}] {unit}, {n}" if not math.isnan(s.ci_low)
+            else f"{model}: {fmt(s.mean)} {unit}, {n} (too few samples to tell)")
     return Entry(model, s.mean, s.ci_low, s.ci_high, text)
 
 
-SPEED_RULE = "Intervals: 95 % Student-t interval of the mean over requests; overlapping intervals tie."
+SPEED_RULE = ("Paired over rounds: the leader's round means against each other model's in the same rounds, 95 % "
+              "Student-t interval of the ratio; a winner only when it excludes no difference, else a tie.")
+ONE_ROUND_RULE = ("Provisional: one round — run-to-run variation unknown. Intervals are within one run (95 % "
+                  "Student-t over requests); overlapping intervals tie.")
+PROVISIONAL = "provisional: one round — run-to-run variation unknown"
+LEVEL = 0.95
+
+
+def _aligned(a: pd.Series, b: pd.Series) -> tuple[list[float], list[float]]:
+    common = a.index.intersection(b.index)
+    return a[common].astype(float).tolist(), b[common].astype(float).tolist()
+
+
+def _paired_pick(key: str, question: str, speed: Sequence[SpeedStats], attr: str, rounds_attr: str,
+                 samples_attr: str, higher: bool, unit: str) -> Verdict:
+    """A speed question decided on paired rounds; with one round, provisional on requests."""
+    have = [s for s in speed if getattr(s, attr).n]
+    entries = [_ci_entry(s.model, getattr(s, attr), unit, len(getattr(s, rounds_attr))) for s in have]
+    if not have:
+        return Verdict(key, question, "none", (), "no answer: no model measured this", "–", SPEED_RULE)
+    ranked = sorted(have, key=lambda s: -getattr(s, attr).mean if higher else getattr(s, attr).mean)
+    lead = ranked[0]
+    lead_rounds = getattr(lead, rounds_attr)
+    if len(ranked) == 1:
+        one = len(lead_rounds) < 2
+        return Verdict(key, question, "winner", (lead.model,), f"{lead.model} (the only model measured)",
+                       "–", f"{entries[0].text}. {ONE_ROUND_RULE if one else SPEED_RULE}",
+                       provisional=PROVISIONAL if one else "")
+    pairs: dict[str, Paired] = {}
+    for other in ranked[1:]:
+        a, b = getattr(lead, samples_attr), getattr(other, samples_attr)
+        # Oriented so that above 1 means the leader is better.
+        pairs[other.model] = compare_rounds(a, b, level=LEVEL) if higher else compare_rounds(b, a, level=LEVEL)
+    if any(p.n < 2 for p in pairs.values()):
+        v = _pick(key, question, entries, higher, unit, ONE_ROUND_RULE)
+        return Verdict(v.key, v.question, v.outcome, v.winners, v.headline, v.margin, v.uncertainty, v.excluded,
+                       PROVISIONAL)
+    second = ranked[1]
+    tied = [o for o in ranked[1:] if not pairs[o.model].decided]
+    p2 = pairs[second.model]
+    word = "faster" if key != "memory" else "lower"
+    margin = (f"{lead.model} {word} than {second.model} by {100 * (p2.ratio - 1):.0f} % paired over {p2.n} rounds "
+              f"(95 % interval {100 * (p2.low - 1):+.0f} to {100 * (p2.high - 1):+.0f} %)")
+    if tied:
+        margin += "; the interval includes no difference" if second in tied else ""
+    by_model = {e.model: e for e in entries}
+    unc = "; ".join(by_model[s.model].text for s in ranked[: max(2, len(tied) + 1)][:4])
+    if tied:
+        names = (lead.model, *(o.model for o in tied))
+        head = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        return Verdict(key, question, "tie", names, head, margin, f"{unc}. {SPEED_RULE}")
+    return Verdict(key, question, "winner", (lead.model,), lead.model, margin, f"{unc}. {SPEED_RULE}")
 ACC_RULE = ("Intervals: 95 %, mean of per-suite means; overlapping intervals tie. "
             "Random-weight fixtures and the reference canary are not contenders.")
 
@@ -113,14 +176,9 @@ def verdicts(speed: Sequence[SpeedStats], kinds: pd.DataFrame, roles: dict[str, 
     """One verdict per question, in the order the page shows them."""
     unit, scale = mem_unit
     out = [
-        _pick("decode", "Fastest decode", [_ci_entry(s.model, s.decode, "tok/s") for s in speed if s.decode.n],
-              True, "tok/s", SPEED_RULE),
-        _pick("ttft", "Fastest first token", [_ci_entry(s.model, s.ttft_ms, "ms") for s in speed if s.ttft_ms.n],
-              False, "ms", SPEED_RULE),
-        _pick("memory", "Least memory",
-              [Entry(s.model, s.peak_bytes / scale, math.nan, math.nan, f"{fmt(s.peak_bytes / scale)} {unit} peak")
-               for s in speed], False, unit,
-              f"Peak MLX memory, max over requests; peaks within {100 * MEMORY_TIE:.0f} % tie.", rel_tie=MEMORY_TIE),
+        _paired_pick("decode", "Fastest decode", speed, "decode", "decode_rounds", "decode_samples", True, "tok/s"),
+        _paired_pick("ttft", "Fastest first token", speed, "ttft_ms", "ttft_rounds", "ttft_samples", False, "ms"),
+        _memory(speed, unit, scale),
     ]
     for kind, question in (("natural", "Most accurate on natural images"),
                            ("synthetic", "Most accurate on synthetic images")):
@@ -156,6 +214,31 @@ def verdicts(speed: Sequence[SpeedStats], kinds: pd.DataFrame, roles: dict[str, 
 
 
 GB_ = 1e9
+
+
+def _memory(speed: Sequence[SpeedStats], unit: str, scale: float) -> Verdict:
+    rule = f"Peak MLX memory, max over requests; peaks within {100 * MEMORY_TIE:.0f} % tie."
+    v = _pick("memory", "Least memory",
+              [Entry(s.model, s.peak_bytes / scale, math.nan, math.nan, f"{fmt(s.peak_bytes / scale)} {unit} peak")
+               for s in speed], False, unit, rule, rel_tie=MEMORY_TIE)
+    if v.outcome != "winner" or len(speed) < 2:
+        return v
+    lead = next(s for s in speed if s.model == v.winners[0])
+    # With rounds, the leader must also be lower round by round: a peak that only one round
+    # reached (another process's pressure, a different share of samples) does not decide it.
+    tied = []
+    for other in speed:
+        if other is lead:
+            continue
+        a, b = _aligned(other.peak_rounds, lead.peak_rounds)
+        p = paired_ratio(a, b, level=LEVEL)
+        if p.n >= 2 and not p.decided:
+            tied.append(other.model)
+    if not tied:
+        return v
+    names = (lead.model, *tied)
+    return Verdict("memory", "Least memory", "tie", names, ", ".join(names[:4]), v.margin + ", not in every round",
+                   v.uncertainty + " With rounds, the leader must be lower in the paired comparison over rounds.")
 
 
 def pipeline_checks(kinds: pd.DataFrame, roles: dict[str, str]) -> list[str]:

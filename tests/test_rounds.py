@@ -1,0 +1,159 @@
+"""Counterbalanced rounds, and verdicts decided on paired rounds (report and gate alike)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from harness.core.stats import describe, paired_ratio
+from harness.gate.compare import compare
+from harness.report.tables import speed_table
+from harness.report.verdict import PROVISIONAL, verdicts
+from harness.run.planning import DEFAULT_ROUNDS, Settings, make_plan
+from harness.suites import load_suite
+
+
+def test_paired_ratio_is_a_paired_t_test_on_log_ratios():
+    a = np.array([105.0, 140.0, 81.0, 118.0, 99.0])
+    b = np.array([100.0, 128.0, 80.0, 110.0, 97.0])
+    p = paired_ratio(a, b)
+    ref = st.ttest_rel(np.log(a), np.log(b))
+    assert p.n == 5 and p.p == pytest.approx(ref.pvalue)
+    d = np.log(a / b)
+    half = st.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert (p.low, p.ratio, p.high) == pytest.approx((math.exp(d.mean() - half), math.exp(d.mean()),
+                                                      math.exp(d.mean() + half)))
+    assert p.decided  # every round a is ahead: the interval excludes 1
+    one = paired_ratio([2.0], [1.0])
+    assert one.n == 1 and math.isnan(one.low) and not one.decided
+
+
+def test_rounds_deal_the_samples_and_rotate_the_order():
+    models = ["fixture-qwen2_5_vl", "fixture-smolvlm", "fixture-llava_next"]
+    plan = make_plan(models, ["synthetic-shapes"], Settings(limit=8), load_suite=load_suite)
+    assert plan.rounds == DEFAULT_ROUNDS == 4
+    steps = plan.schedule()
+    assert len(steps) == 12  # every model once per round
+    orders = [[s.model.name for s in steps if s.round == r] for r in range(4)]
+    assert orders[0] == models and orders[1] == models[1:] + models[:1] and orders[2] == models[2:] + models[:2]
+    assert all([s.position for s in steps if s.round == r] == [0, 1, 2] for r in range(4))
+    # Each round holds an equal share of the samples, the same share for every model.
+    for r in range(4):
+        shares = {tuple(t.sample.id for t in s.tasks) for s in steps if s.round == r}
+        assert len(shares) == 1 and len(next(iter(shares))) == 2
+    assert make_plan(models[:1], ["synthetic-shapes"], Settings(limit=8), load_suite=load_suite).rounds == 1
+    assert make_plan(models, ["synthetic-shapes"], Settings(limit=8, rounds=2), load_suite=load_suite).rounds == 2
+
+
+def test_a_run_measures_each_round_in_a_fresh_worker_in_rotated_order(fixtures_root, tmp_path):
+    from harness.run.tester import VLMTester
+
+    tester = VLMTester(tmp_path, limit=4, progress=False, warmup=0)
+    df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
+    assert (df["status"] == "ok").all() and sorted(df["round"].unique()) == [0, 1, 2, 3]
+    first_in_round = df.sort_values("recorded_at").groupby("round")["model"].first()
+    assert first_in_round.tolist() == ["fixture-qwen2_5_vl", "fixture-smolvlm"] * 2  # A B, B A, A B, B A
+    positions = df.groupby(["round", "model"])["round_position"].first().unstack()
+    assert positions["fixture-qwen2_5_vl"].tolist() == [0, 1, 0, 1]
+    assert positions["fixture-smolvlm"].tolist() == [1, 0, 1, 0]
+    # A fresh worker per model and round: each one loaded the model (a load time of its own).
+    loads = df.groupby(["model", "round"])["load_s"].nunique()
+    assert (loads == 1).all() and len(loads) == 8
+
+
+def _rows(rates: dict[str, list[list[float]]], *, run: str = "r", peak: float = 2e9) -> pd.DataFrame:
+    """rates[model][round] -> that round's per-request decode rates."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for model, rounds in rates.items():
+        for r, values in enumerate(rounds):
+            for i, v in enumerate(values):
+                out.append({"run_id": run, "model": model, "suite": "s", "suite_hash": "h", "sample_id": f"{r}-{i}",
+                            "repeat": 0, "round": r, "status": "ok", "decode_tps": v, "ttft_s": 100.0 / v,
+                            "peak_mlx_bytes": peak, "recorded_at": t0 + timedelta(seconds=r * 100 + i)})
+    return pd.DataFrame(out)
+
+
+def _answers(df: pd.DataFrame) -> dict:
+    _cols, _rows_, stats, unit = speed_table(df)
+    return {v.key: v for v in verdicts(stats, pd.DataFrame(), {}, unit)}
+
+
+# Four rounds on a busy machine: the whole machine drifts from round to round, and the model
+# measured second in a round runs 10 % faster (its predecessor warmed the caches). Rotation puts
+# each twin second twice, but twin-a in the fast rounds.
+DRIFT = [0.8, 1.25, 0.8, 1.25]
+SECOND = 1.1
+
+
+def _twins(slowdown: float = 1.0, n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rates: dict[str, list[list[float]]] = {"twin-a": [], "twin-b": []}
+    for r, drift in enumerate(DRIFT):
+        order = ["twin-a", "twin-b"] if r % 2 == 0 else ["twin-b", "twin-a"]
+        for pos, model in enumerate(order):
+            base = 100.0 * drift * (SECOND if pos else 1.0) / (slowdown if model == "twin-b" else 1.0)
+            rates[model].append(list(base * (1 + rng.normal(0, 0.02, n))))
+    return _rows(rates)
+
+
+def test_identical_twins_tie_though_their_request_intervals_do_not_overlap():
+    df = _twins()
+    a = describe(df[df["model"] == "twin-a"]["decode_tps"])
+    b = describe(df[df["model"] == "twin-b"]["decode_tps"])
+    # Over requests the twins look different (4,000 requests each): the request-level intervals
+    # do not overlap, which is how one twin used to win.
+    assert a.ci_low > b.ci_high
+    answers = _answers(df)
+    assert answers["decode"].outcome == "tie" and set(answers["decode"].winners) == {"twin-a", "twin-b"}
+    assert answers["ttft"].outcome == "tie"
+    assert "paired over 4 rounds" in answers["decode"].margin and not answers["decode"].provisional
+
+
+def test_a_real_difference_survives_the_drift_and_wins():
+    answers = _answers(_twins(slowdown=1.25))  # twin-b's decode takes 25 % longer in every round
+    assert answers["decode"].outcome == "winner" and answers["decode"].winners == ("twin-a",)
+    assert "faster than twin-b by 25 %" in answers["decode"].margin
+
+
+def test_one_round_is_provisional():
+    df = _twins()
+    one = df[df["round"] == 0]
+    answers = _answers(one)
+    assert answers["decode"].provisional == PROVISIONAL
+    assert "within one run" in answers["decode"].uncertainty
+
+
+def _interleaved(factor_b: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two revisions measured turn about over 5 rounds, the machine drifting by up to ±30 % from
+    round to round; revision b's decode is `factor_b` times slower."""
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    sides: dict[str, list[dict]] = {"a": [], "b": []}
+    for r in range(5):
+        drift = rng.uniform(0.7, 1.3)
+        for k, side in enumerate(("a", "b") if r % 2 == 0 else ("b", "a")):
+            for i in range(12):
+                rate = 100.0 * drift * (1 + 0.1 * i) / (factor_b if side == "b" else 1.0) * (1 + rng.normal(0, 0.01))
+                sides[side].append({"run_id": f"{side}{r}", "model": "m", "suite": "s", "suite_hash": "h",
+                                    "sample_id": str(i), "repeat": 0, "status": "ok", "decode_tps": rate,
+                                    "ttft_s": 10 / rate, "prefill_tps": 10 * rate, "peak_mlx_bytes": 1e9,
+                                    "score": 1.0, "metric": "exact_match", "schema_version": 3,
+                                    "recorded_at": t0 + timedelta(seconds=100 * r + 50 * k + i)})
+    return pd.DataFrame(sides["a"]), pd.DataFrame(sides["b"])
+
+
+def test_the_gate_pairs_interleaved_rounds_with_the_same_rule():
+    for seed in range(5):
+        a, b = _interleaved(1.0, seed)
+        same = compare(a, b, factor=1.1, paired_runs=True)
+        assert same.exit_code == 0, [f.note for f in same.findings]
+        a, b = _interleaved(1.25, seed)
+        slower = compare(a, b, factor=1.1, paired_runs=True)
+        decode = next(f for f in slower.findings if f.metric == "decode_tps")
+        assert decode.verdict == "regression" and "interleaved rounds paired" in decode.note
