@@ -14,6 +14,9 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("-n", "--gen-lengths", default="32,128", help="decode tests: tokens generated (default 32,128; '' for none)")
     r.add_argument("--image-sizes", default="224,448", help="image prefill tests: square image sides in pixels (default 224,448; '' for none)")
     r.add_argument("--repeats", "-r", type=int_in(1, 1000), default=5, help="repetitions per test (default 5)")
+    r.add_argument("--rounds", type=int_in(1, 100), default=3,
+                   help="deal the repetitions into N rounds, each a fresh worker per model in a rotated order; ± is "
+                        "then the std of the round means (default 3)")
     r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed runs before each test (default 1)")
     r.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the random prompts and images (default 0)")
     r.add_argument("--out", help="directory of runs (default: reports/runs)")
@@ -35,7 +38,7 @@ def speed(args: argparse.Namespace) -> int:
             prompt_lengths=parse_lengths(args.prompt_lengths, "-p/--prompt-lengths"),
             gen_lengths=parse_lengths(args.gen_lengths, "-n/--gen-lengths"),
             image_sizes=parse_lengths(args.image_sizes, "--image-sizes"),
-            repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+            repeats=args.repeats, warmup=args.warmup, seed=args.seed, rounds=args.rounds,
         )
     except ValueError as e:
         print(f"vlm-harness: error: {e}", file=sys.stderr)

@@ -11,6 +11,12 @@
 Each model runs in its own worker process under harness.run.supervisor, like a suite run: cold
 load, a warm-up per test shape, then every repetition becomes one results row (suites `speed-pp`, `speed-tg`, `speed-img`, sample ids
 `pp256`, ...), written through the results store like any other run.
+
+Rounds, as in `run`: the repetitions are dealt into `rounds` (repetition k to round k mod rounds),
+and each round runs every model in a fresh worker, the models' order rotated each round. The
+table's ± is the standard deviation of the round means — llama-bench's "± std" is over
+repetitions of a whole test, and a round is the whole test again in a new process, so it also
+carries the run-to-run variation that repetitions inside one process do not see.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class SpeedConfig:
     repeats: int = 5
     warmup: int = 1
     seed: int = 0
+    rounds: int = 3
 
     def tests(self) -> list[tuple[str, int]]:
         return ([("pp", n) for n in self.prompt_lengths] + [("tg", n) for n in self.gen_lengths]
@@ -76,8 +83,16 @@ def parse_lengths(text: str | None, what: str) -> tuple[int, ...]:
 
 # -- measuring (inside the worker) --------------------------------------------------------------
 # -- running (through the one supervisor) -----------------------------------------------------
-def plan(config: SpeedConfig) -> SpeedWorkload:
-    tests = [SpeedTest(kind, value, rep) for kind, value in config.tests() for rep in range(config.repeats)]
+def rounds_of(config: SpeedConfig) -> int:
+    """Rounds that get at least one repetition."""
+    return max(1, min(config.rounds, config.repeats))
+
+
+def plan(config: SpeedConfig, round_: int | None = None) -> SpeedWorkload:
+    """Every test × repetition, or only the repetitions dealt to one round."""
+    rounds = rounds_of(config)
+    tests = [SpeedTest(kind, value, rep) for kind, value in config.tests() for rep in range(config.repeats)
+             if round_ is None or rep % rounds == round_]
     return SpeedWorkload(tuple(enumerate(tests)), warmup=config.warmup, seed=config.seed)
 
 
@@ -85,8 +100,9 @@ class _SweepRows:
     """Supervisor events -> results rows for one model's sweep."""
 
     def __init__(self, store: ResultsStore, base: dict[str, Any], workload: SpeedWorkload, config: SpeedConfig,
-                 path: str, bw: Any) -> None:
+                 path: str, bw: Any, round_: int = 0, position: int = 0) -> None:
         self.store, self.base, self.config, self.path, self.bw = store, base, config, path, bw
+        self.round, self.position = round_, position
         self.tests = dict(workload.tasks)
         self.load: dict[str, Any] = {}
         self.cost = None
@@ -95,7 +111,7 @@ class _SweepRows:
         r = {**self.base, **self.load, "suite": SUITES[test.kind], "suite_kind": "speed",
              "suite_hash": test_hash(test.kind, test.value, self.config.seed), "sample_id": test.name,
              "category": {"pp": "prefill", "tg": "decode", "img": "image"}[test.kind], "repeat": test.repeat,
-             "status": status, "error": error, "traceback": tb or None,
+             "round": self.round, "round_position": self.position, "status": status, "error": error, "traceback": tb or None,
              "max_tokens": test.value + 1 if test.kind == "tg" else 1, "recorded_at": datetime.now(UTC)}
         if m:
             r.update(m)
@@ -128,7 +144,7 @@ def run_speed(models: Sequence[str], config: SpeedConfig, out_dir: Path | None =
         store = ResultsStore(run.path)
         bw = bandwidth.machine_bandwidth()
         supervisor = Supervisor(Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s), say=say)
-        workload = replace(plan(config), scratch=str(cache_dir() / "speed"))  # noise images, reused
+        ready = []
         for name in models:
             base = {"run_id": run.run_id, "model": name}
             try:
@@ -139,8 +155,15 @@ def run_speed(models: Sequence[str], config: SpeedConfig, out_dir: Path | None =
                                "status": "error", "error": str(e), "recorded_at": datetime.now(UTC)}])
                 say(f"error: {e}")
                 continue
-            base.update(adapter=spec.adapter, model_source=spec.source)
-            supervisor.run(spec, path, workload, _SweepRows(store, base, workload, config, path, bw))
+            ready.append((spec, path, {**base, "adapter": spec.adapter, "model_source": spec.source}))
+        rounds = rounds_of(config)
+        for r in range(rounds):
+            workload = replace(plan(config, r), scratch=str(cache_dir() / "speed"))  # noise images, reused
+            for position in range(len(ready)):
+                spec, path, base = ready[(r + position) % len(ready)]  # rotated each round
+                if rounds > 1:
+                    say(f"{spec.name}: round {r + 1}/{rounds}")
+                supervisor.run(spec, path, workload, _SweepRows(store, base, workload, config, path, bw, r, position))
         store.consolidate()
         run.update_plan(finished_at=now())
     return run.path, store.read()
@@ -155,12 +178,16 @@ def _order(sample_id: str) -> tuple[int, int]:
 
 
 def speed_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per model × test: t/s mean ± std over repetitions, n, the bound and flags."""
+    """One line per model × test: t/s mean ± std, n, the bound and flags.
+
+    With several rounds, mean and std are over the round means (each round a fresh process);
+    with one, over the repetitions, as llama-bench's."""
     ok = df[(df["status"] == "ok") & df["suite"].isin(SUITES.values())]
     lines = []
     for (model, test), g in ok.groupby(["model", "sample_id"], sort=False):
-        rate = g["decode_tps"] if test.startswith("tg") else g["prefill_tps"]
-        s = describe(rate.to_numpy(dtype=float))
+        rate = (g["decode_tps"] if test.startswith("tg") else g["prefill_tps"]).astype(float)
+        rounds = rate.groupby(g["round"].fillna(0).astype(int)).mean() if "round" in g else rate.iloc[:0]
+        s = describe(rounds.to_numpy() if len(rounds) > 1 else rate.to_numpy())
         bound = float(g["decode_bound_tps"].mean()) if test.startswith("tg") else math.nan
         flags = []
         if s.noisy:
@@ -170,7 +197,8 @@ def speed_table(df: pd.DataFrame) -> pd.DataFrame:
         if bound > 0 and bandwidth.is_impossible({"decode_tps": s.mean, "decode_bound_tps": bound, **figures}):
             flags.append("IMPOSSIBLE: above the bandwidth bound")
         lines.append({
-            "model": model, "test": test, "mean": s.mean, "std": s.std, "n": s.n, "cv": s.cv,
+            "model": model, "test": test, "mean": s.mean, "std": s.std, "n": len(g), "rounds": max(1, len(rounds)),
+            "cv": s.cv,
             "image_tokens": float(g["image_tokens"].mean()) if test.startswith("img") else math.nan,
             "prefill_ms": float(g["ttft_s"].mean() * 1e3) if test.startswith("img") else math.nan,
             "bound": bound, "pct_bound": s.mean / bound if bound > 0 else math.nan, "flags": ", ".join(flags),
@@ -189,8 +217,9 @@ def _fmt(x: float, std: float) -> str:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """llama-bench's markdown layout, plus the bandwidth bound and the flags."""
-    head = ["model", "test", "t/s", "n", "% of bound", "notes"]
+    """llama-bench's markdown layout, plus rounds, the bandwidth bound and the flags. The ± is the
+    std over round means when there are several rounds (see the module docstring)."""
+    head = ["model", "test", "t/s", "n", "rounds", "% of bound", "notes"]
     rows = []
     for r in table.itertuples(index=False):
         notes = r.flags
@@ -198,9 +227,9 @@ def format_table(table: pd.DataFrame) -> str:
             extra = f"{r.image_tokens:.0f} image tokens, prefill {r.prefill_ms:.1f} ms"
             notes = f"{extra}; {notes}" if notes else extra
         pct = f"{r.pct_bound:.1%} of {r.bound:,.0f}" if not math.isnan(r.pct_bound) else ""
-        rows.append([r.model, r.test, _fmt(r.mean, r.std), str(r.n), pct, notes])
+        rows.append([r.model, r.test, _fmt(r.mean, r.std), str(r.n), str(getattr(r, "rounds", 1)), pct, notes])
     widths = [max(3, len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
-    right = {2, 3, 4}
+    right = {2, 3, 4, 5}
 
     def line(cells: list[str]) -> str:
         return "| " + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))) + " |"
