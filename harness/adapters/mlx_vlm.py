@@ -16,7 +16,7 @@ from harness.images import ImageError, load_images, record_json  # noqa: F401  (
 from harness.measure import memory_safety
 from harness.measure.machine_state import SampleMonitor
 from harness.measure.memory import peak_rss_bytes, reset_peak_rss
-from harness.models import ModelError, ModelSpec
+from harness.models import ModelError, ModelSpec, Option
 
 # mlx_vlm raises this for architectures whose chat formatting takes one image only.
 _SINGLE_IMAGE = {"llava_next"}
@@ -100,9 +100,25 @@ def _backend() -> str:
     return device().backend
 
 
+def _mark_planted(record: str, slowdown: float) -> str:
+    if not slowdown:
+        return record
+    data = json.loads(record) if record else {}
+    if not isinstance(data, dict):
+        data = {"images": data}
+    return json.dumps({**data, "planted_slowdown": slowdown})
+
+
 @ADAPTERS.register("mlx_vlm")
 class MlxVlmAdapter:
-    OPTIONS: dict = {}  # nothing beyond the model spec
+    # A test-only setting, off by default: sleep this fraction of each decoded token's own time
+    # after it, so decode takes (1 + planted_slowdown) times as long. It plants an honest, known
+    # slowdown for checking that comparisons find real differences; rows say it was on.
+    OPTIONS: dict = {
+        "planted_slowdown": Option(float, 0.0, "test only: make decode this fraction slower (0.25: each token takes "
+                                               "25 % longer); recorded in the row's preprocessing record",
+                                   range=(0.0, 10.0)),
+    }
 
     def __init__(self, spec: ModelSpec, path: str) -> None:
         self.spec = spec
@@ -267,6 +283,7 @@ class MlxVlmAdapter:
         last = None
         seen = 0
         monitor = SampleMonitor(gpu=_backend() == "cuda")
+        slow = float(self.spec.option("planted_slowdown") or 0.0)
         monitor.start()
         t0 = time.perf_counter()
         with _TtftSplit(self.model) as split:
@@ -280,6 +297,9 @@ class MlxVlmAdapter:
                 # The last result repeats the final count with the detokenizer's tail: not a token.
                 if r.generation_tokens > seen:
                     seen = r.generation_tokens
+                    if slow and times:
+                        time.sleep(slow * (now - t0 - times[-1]))
+                        now = time.perf_counter()
                     times.append(now - t0)
                 last = r
         mx.synchronize()
@@ -305,7 +325,7 @@ class MlxVlmAdapter:
             peak_rss_bytes=peak_rss_bytes(),
             finish_reason=(last.finish_reason or "length") if last else "",
             token_times=tuple(times),
-            preprocessing=record_json(records, self.spec.images),
+            preprocessing=_mark_planted(record_json(records, self.spec.images), slow),
             cached_tokens=cached,
             turn_outputs=tuple(turn_outputs),
             model_s=earlier_s + wall,

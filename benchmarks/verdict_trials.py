@@ -1,0 +1,106 @@
+"""Do the report's speed verdicts survive a second run? Trials of `vlm-harness run`, as a user runs it.
+
+- twins: two model files naming the same checkpoint (`twin-a`, `twin-b`, both `fixture:qwen2_5_vl`)
+  and the 4-bit fixture, on synthetic-shapes and synthetic-counting, `--limit 8`, default rounds;
+  the twins' order swapped from trial to trial. A false winner is a "Fastest decode" or "Fastest
+  first token" verdict that names one twin alone over the other (16 questions in 8 trials). The
+  4-bit fixture should lose "Fastest decode" every time.
+- planted: `twin-a` against `twin-slow`, the same checkpoint with the mlx_vlm adapter's test-only
+  `planted_slowdown = 0.25` (each decoded token takes 25 % longer). twin-slow must win no speed
+  question, and twin-a must win "Fastest decode".
+
+Run: `python benchmarks/verdict_trials.py twins 8` or `... planted 20` (prints one line per trial and
+the counts); `nox -s perf` runs both through benchmarks/test_verdicts.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SUITES = ("synthetic-shapes", "synthetic-counting")
+
+
+def _write_models(where: Path) -> dict[str, Path]:
+    files = {
+        "twin-a": 'name = "twin-a"\nsource = "fixture:qwen2_5_vl"\n',
+        "twin-b": 'name = "twin-b"\nsource = "fixture:qwen2_5_vl"\n',
+        "twin-slow": 'name = "twin-slow"\nsource = "fixture:qwen2_5_vl"\nplanted_slowdown = 0.25\n',
+    }
+    out = {}
+    for name, text in files.items():
+        (where / f"{name}.toml").write_text(text)
+        out[name] = where / f"{name}.toml"
+    return out
+
+
+def verdicts_of(report_md: Path) -> dict[str, tuple[str, list[str]]]:
+    """question -> (outcome, models named) from a run's report.md summary table."""
+    out = {}
+    for line in report_md.read_text().splitlines():
+        m = re.match(r"^\| (Fastest decode|Fastest first token|Least memory) \| (.*?) \|", line)
+        if not m:
+            continue
+        text = re.sub(r" \(provisional[^)]*\)", "", m.group(2))
+        tie = text.startswith("tie: ")
+        names = [n.strip() for n in text.removeprefix("tie: ").split(",")]
+        out[m.group(1)] = ("tie" if tie else "winner", names)
+    return out
+
+
+def one_trial(models: list[Path], out: Path, run_id: str, limit: int = 8, extra: tuple[str, ...] = ()) -> dict:
+    cmd = [sys.executable, "-m", "harness", "run", "--limit", str(limit), "--out", str(out), "--run-id", run_id,
+           "--no-progress", *extra]
+    for m in models:
+        cmd += ["-m", str(m)]
+    for s in SUITES:
+        cmd += ["-s", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"trial {run_id} failed: {proc.stderr[-1500:]}")
+    return verdicts_of(out / run_id / "report.md")
+
+
+def twins(trials: int = 8, out: Path | None = None) -> dict:
+    out = Path(out or tempfile.mkdtemp(prefix="twins-"))
+    files = _write_models(out)
+    false_winners, fixture_lost, lines = 0, 0, []
+    for t in range(trials):
+        pair = [files["twin-a"], files["twin-b"]] if t % 2 == 0 else [files["twin-b"], files["twin-a"]]
+        v = one_trial([*pair, Path("fixture-qwen2_5_vl-4bit")], out, f"twins-{t}")
+        for q in ("Fastest decode", "Fastest first token"):
+            outcome, names = v[q]
+            if outcome == "winner" and names[0] in ("twin-a", "twin-b"):
+                false_winners += 1
+        decode = v["Fastest decode"]
+        fixture_lost += int("fixture-qwen2_5_vl-4bit" not in decode[1])
+        lines.append(f"trial {t}: decode {decode}, first token {v['Fastest first token']}")
+    return {"trials": trials, "questions": 2 * trials, "false_winners": false_winners,
+            "fixture_lost_decode": fixture_lost, "lines": lines, "out": str(out)}
+
+
+def planted(trials: int = 20, out: Path | None = None) -> dict:
+    out = Path(out or tempfile.mkdtemp(prefix="planted-"))
+    files = _write_models(out)
+    slow_won, fast_won_decode, lines = 0, 0, []
+    for t in range(trials):
+        pair = [files["twin-a"], files["twin-slow"]] if t % 2 == 0 else [files["twin-slow"], files["twin-a"]]
+        v = one_trial(pair, out, f"planted-{t}")
+        slow_won += sum(o == "winner" and names == ["twin-slow"] for q, (o, names) in v.items() if q != "Least memory")
+        fast_won_decode += int(v["Fastest decode"] == ("winner", ["twin-a"]))
+        lines.append(f"trial {t}: decode {v['Fastest decode']}, first token {v['Fastest first token']}")
+    return {"trials": trials, "slow_won_a_speed_question": slow_won, "fast_won_decode": fast_won_decode,
+            "lines": lines, "out": str(out)}
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1] if len(sys.argv) > 1 else "twins"
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else (8 if kind == "twins" else 20)
+    result = (twins if kind == "twins" else planted)(n)
+    for line in result.pop("lines"):
+        print(line)
+    print(json.dumps(result, indent=1))
