@@ -113,8 +113,8 @@ def test_missing_columns_are_named():
 def test_pope_label_rule_is_the_same_for_the_metric_and_the_figure():
     # POPE's evaluate.py reads only the exact label "no" as a no-label: "No" is a yes-label there,
     # so "No." answers to it are wrong in the per-sample metric and in the benchmark figure alike.
+    from harness.core.records import Sample
     from harness.metrics import score
-    from harness.records import Sample
 
     outputs = ["No.", "No, there is none.", "no"]
     samples = [Sample("t", str(i), (), "q", ("No",), "c", "pope", 8) for i in range(len(outputs))]

@@ -477,8 +477,8 @@ def test_a_finished_run_keeps_no_journal_and_a_torn_line_is_skipped(server, tmp_
     run_load(lr, Plan(concurrency=(2,), requests=6), requests_for("instant", 2))
     assert not lr.journal_path.exists() and len(read_rows(lr.path)) == 6
     torn = tmp_path / JOURNAL_NAME
-    torn.write_text('{"run_id": "r", "step": 0}\n{"run_id": "r", "st')
-    assert read_journal(torn) == [{"run_id": "r", "step": 0}]
+    torn.write_text('{"_shared": {"environment": "{}"}}\n{"run_id": "r", "step": 0}\n{"run_id": "r", "st')
+    assert read_journal(torn) == [{"environment": "{}", "run_id": "r", "step": 0}]
 
 
 def test_empty_answers_are_error_rows_counted_in_the_table_and_the_exit_code(server, tmp_path, capsys):

@@ -20,25 +20,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 JOURNAL_NAME = "load.journal.jsonl"
-
-
-def _plain(v: Any) -> Any:
-    # NaN as null: a strict JSON reader elsewhere can read the file too.
-    return None if isinstance(v, float) and math.isnan(v) else v
+SHARED = "_shared"  # the key of a line holding the columns every following row has
 
 
 class Journal:
     """Rows of finished requests, appended to `path` in batches."""
 
     def __init__(self, path: Path, make_row: Callable[..., dict[str, Any]], *, every_s: float = 0.1,
-                 batch: int = 64, chunk: int = 8) -> None:
+                 batch: int = 64, chunk: int = 4, shared: dict[str, Any] | None = None) -> None:
         self.path, self.make_row, self.every_s, self.batch, self.chunk = Path(path), make_row, every_s, batch, chunk
+        # Columns equal on every row (the environment's JSON, a kilobyte or more) go once, on the
+        # file's first line, instead of being encoded again for every request.
+        self.shared = dict(shared or {})
         self.pending: list[tuple[Any, ...]] = []
         self.written = 0
         self._file: TextIO | None = None
@@ -52,11 +50,12 @@ class Journal:
             self._wake.set()
 
     def _write(self, items: list[tuple[Any, ...]]) -> None:
-        text = "".join(json.dumps({k: _plain(v) for k, v in self.make_row(*it).items()}, default=str) + "\n"
-                       for it in items)
+        # NaN is written as NaN (Python's json reads it back); the row's own columns only.
+        text = "".join(json.dumps(self.make_row(*it), default=str) + "\n" for it in items)
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(json.dumps({SHARED: self.shared}, default=str) + "\n")
         self._file.write(text)
         self._file.flush()  # into the kernel: a killed process loses nothing written so far
         self.written += len(items)
@@ -104,11 +103,16 @@ def read_journal(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     out = []
+    shared: dict[str, Any] = {}
     for line in text.splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict):
-            out.append(row)
+        if not isinstance(row, dict):
+            continue
+        if SHARED in row:
+            shared = row[SHARED] if isinstance(row[SHARED], dict) else {}
+            continue
+        out.append({**shared, **row})
     return out

@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.serving.journal import JOURNAL_NAME, read_journal
+
 LOAD_SCHEMA_VERSION = 2
 READABLE_VERSIONS = ("1", "2")
 
@@ -96,8 +98,6 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 
 def is_load_run(d: Path) -> bool:
     """Whether a directory holds a load run: its rows file, or only the journal of a killed run."""
-    from harness.serving.journal import JOURNAL_NAME
-
     return (Path(d) / FILE_NAME).exists() or (Path(d) / JOURNAL_NAME).exists()
 
 
@@ -118,8 +118,6 @@ def read_rows(*paths: Path) -> pd.DataFrame:
 
     Finished requests that only the journal holds (the run was killed mid-step) are added to the
     parquet's rows; their step's duration is then the end of its last finished request."""
-    from harness.serving.journal import JOURNAL_NAME, read_journal
-
     frames = []
     for p in paths:
         p = Path(p)

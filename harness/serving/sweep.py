@@ -78,8 +78,13 @@ class LoadRun:
         return self.run_dir / JOURNAL_NAME
 
     def open_journal(self) -> Journal:
-        self.journal = Journal(self.journal_path, self._journal_row)
+        self.journal = Journal(self.journal_path, self._journal_row, shared={"environment": self._environment_json()})
         return self.journal
+
+    def _environment_json(self) -> str:
+        if not self._env_json:
+            self._env_json = json.dumps(self.environment, sort_keys=True, default=str)
+        return self._env_json
 
     def request_done(self, step: Step, i: int, req: LoadRequest, a: Attempt) -> None:
         """A request ended mid-step: into the journal (one append; the row is built at the flush)."""
@@ -89,13 +94,14 @@ class LoadRun:
     def _journal_row(self, step: Step, i: int, req: LoadRequest, a: Attempt, now_unix: float) -> dict[str, Any]:
         # The step's start in wall-clock time: now, less the request's end on the step's clock.
         # Its duration is unknown until the step ends (read_rows fills it in for a killed step).
-        return self.row(step, i, req, a, now_unix - a.end_s, math.nan)
+        # The environment is on the journal's first line, not on every row.
+        row = self.row(step, i, req, a, now_unix - a.end_s, math.nan)
+        del row["environment"]
+        return row
 
     def row(self, step: Step, i: int, req: LoadRequest, a: Attempt, start_unix: float, duration_s: float) -> dict[str, Any]:
         usage = a.usage or {}
         ok = a.status == "ok"
-        if not self._env_json:
-            self._env_json = json.dumps(self.environment, sort_keys=True, default=str)
         return {
             "run_id": self.run_id, "step": step.index, "mode": step.mode,
             "target_concurrency": step.concurrency, "target_rate": step.rate,
@@ -115,7 +121,7 @@ class LoadRun:
             "http_status": a.http_status,
             "finish_reason": a.finish_reason, "output": a.text, "metric": req.sample.metric,
             "score": score(a.text, req.sample) if ok else None,
-            "environment": self._env_json,
+            "environment": self._environment_json(),
         }
 
     def step_done(self, step: Step, sent: list[tuple[int, LoadRequest, Attempt]], start_unix: float,
