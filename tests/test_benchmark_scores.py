@@ -108,3 +108,23 @@ def test_clusters_are_used_when_given():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="score"):
         BENCHMARKS.get("mmstar")(pd.DataFrame({"category": ["a"]}))
+
+
+def test_pope_label_rule_is_the_same_for_the_metric_and_the_figure():
+    # POPE's evaluate.py reads only the exact label "no" as a no-label: "No" is a yes-label there,
+    # so "No." answers to it are wrong in the per-sample metric and in the benchmark figure alike.
+    from harness.core.records import Sample
+    from harness.metrics import score
+
+    outputs = ["No.", "No, there is none.", "no"]
+    samples = [Sample("t", str(i), (), "q", ("No",), "c", "pope", 8) for i in range(len(outputs))]
+    per_sample = [score(o, s) for o, s in zip(outputs, samples, strict=True)]
+    ref_gold = [0 if label == "no" else 1 for label in ["No"] * len(outputs)]  # evaluate.py's rule
+    ref_pred = [0 if ref.pope_label(o) == "no" else 1 for o in outputs]
+    ref_acc = 100 * sum(p == g for p, g in zip(ref_pred, ref_gold, strict=True)) / len(outputs)
+    df = frame([{"category": "random", "score": s, "output": o, "answers": ["No"]}
+                for o, s in zip(outputs, per_sample, strict=True)])
+    got = by_name(BENCHMARKS.get("pope")(df))
+    assert ref_acc == 0.0 and per_sample == [0.0, 0.0, 0.0]
+    assert got["accuracy"]["value"] == pytest.approx(ref_acc)
+    assert got["accuracy"]["value"] == pytest.approx(100 * sum(per_sample) / len(outputs))

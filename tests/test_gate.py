@@ -63,7 +63,7 @@ def test_a_20_percent_slowdown_with_low_noise_fails(real):
     r = compare(base, cur, factor=1.1)
     assert r.exit_code == 1
     assert verdicts(r, "ttft_s") == {"regression"} and verdicts(r, "decode_tps") == {"regression"}
-    assert verdicts(r, "score") == {"unchanged"}
+    assert verdicts(r, "score") == {"insufficient"}  # four samples can never show an accuracy change
     md = to_markdown(r)
     assert "regression" in md.splitlines()[0] and "| decode_tps |" in md
     doc = json.loads(to_json(r))
@@ -88,15 +88,16 @@ def test_a_slowdown_below_the_factor_passes_even_when_significant(real):
 
 
 def test_an_accuracy_drop_on_the_same_samples_fails(real):
-    base, cur = widen(real, 4), widen(real, 4)
+    base, cur = more_samples(widen(real, 4), 2), more_samples(widen(real, 4), 2)
     base["score"] = 1.0  # every sample right in the baseline...
     cur["score"] = 1.0
     ids = sorted(cur["sample_id"].unique())
-    cur.loc[cur["sample_id"].isin(ids[:3]), "score"] = 0.0  # ...three of four wrong now
+    cur.loc[cur["sample_id"].isin(ids[:6]), "score"] = 0.0  # ...six of eight wrong now
     r = compare(base, cur)
     assert r.exit_code == 1
     (acc,) = [f for f in r.findings if f.metric == "score"]
     assert acc.verdict == "regression" and acc.change == pytest.approx(-0.75)
+    assert acc.p_value == pytest.approx(0.5**6) and "exact McNemar" in acc.note
     assert verdicts(r, "ttft_s") == {"unchanged"}  # the timings did not move
 
 
@@ -358,3 +359,60 @@ def test_an_accuracy_comparison_too_small_to_see_a_fall_says_so_with_the_samples
     assert acc.verdict == "insufficient" and "are needed to see 10 pp" in acc.note
     big = compare(rows("a", [1, 0] * 400), rows("b", [1, 0] * 400))
     assert next(f for f in big.findings if f.metric == "score").verdict == "unchanged"
+
+
+def score_rows(run: str, scores, metric: str = "exact_match") -> pd.DataFrame:
+    return pd.DataFrame([{"run_id": run, "model": "m", "suite": "s", "suite_hash": "h", "sample_id": f"q{i}",
+                          "repeat": 0, "status": "ok", "score": v, "metric": metric, "schema_version": 2,
+                          "ttft_s": 0.1, "decode_tps": 100.0, "prefill_tps": 1000.0, "peak_mlx_bytes": 1}
+                         for i, v in enumerate(scores)])
+
+
+def accuracy_finding(before, after, metric: str = "exact_match"):
+    r = compare(score_rows("a", before, metric), score_rows("b", after, metric))
+    return r, next(f for f in r.findings if f.metric == "score")
+
+
+@pytest.mark.parametrize("flips, p, regression", [(3, 0.125, False), (4, 0.0625, False), (5, 0.03125, True)])
+def test_a_few_flips_of_paired_0_1_scores_take_the_exact_mcnemar_test(flips, p, regression):
+    # 100 samples right before (90) and after, but for `flips` right→wrong: the exact one-sided
+    # McNemar p is 0.5 ** flips; the paired bootstrap gave 0.047 for 3 flips and called it a regression.
+    before = [1.0] * 90 + [0.0] * 10
+    after = [0.0] * flips + [1.0] * (90 - flips) + [0.0] * 10
+    r, acc = accuracy_finding(before, after)
+    assert acc.p_value == pytest.approx(p) and (acc.verdict == "regression") == regression, acc.note
+    assert r.exit_code == (1 if regression else 0)
+    assert f"{flips} right→wrong, 0 wrong→right" in acc.note
+
+
+def test_a_one_sample_suite_whose_answer_flips_is_insufficient_not_a_regression():
+    r, acc = accuracy_finding([1.0], [0.0])
+    assert acc.verdict == "insufficient" and r.exit_code == 0
+    assert "cannot show a change" in acc.note and "at least 5 are needed" in acc.note
+    _, four = accuracy_finding([1.0] * 4, [0.0] * 4)  # all four flipping is p = 0.0625: still no verdict
+    assert four.verdict == "insufficient"
+
+
+def test_graded_scores_take_a_paired_permutation_test_with_a_floor_on_changed_pairs():
+    # ANLS-like graded scores: three samples lose 0.4, the rest are unchanged. A bootstrap over the
+    # pairs calls this significant (p ≈ 0.03); the exact sign-flip test gives 1/8.
+    before = [0.9] * 100
+    after = [0.5] * 3 + [0.9] * 97
+    r, acc = accuracy_finding(before, after, metric="anls")
+    assert acc.verdict != "regression" and acc.p_value == pytest.approx(0.125), acc.note
+    assert "sign-flip" in acc.note
+    _, many = accuracy_finding(before, [0.5] * 8 + [0.9] * 92, metric="anls")
+    assert many.verdict == "regression" and many.p_value == pytest.approx(0.5**8)
+
+
+def test_exact_paired_tests_match_their_definitions():
+    from math import comb
+
+    from harness.core.stats import mcnemar_exact, min_discordant, sign_flip_p
+
+    assert mcnemar_exact(3, 0) == 0.125 and mcnemar_exact(4, 0) == 0.0625
+    assert mcnemar_exact(7, 2) == pytest.approx(sum(comb(9, k) for k in range(7, 10)) / 2**9)
+    assert mcnemar_exact(0, 0) == 1.0 and min_discordant(0.05) == 5 and min_discordant(0.01) == 7
+    # on 0/1 differences the sign-flip test is McNemar's; beyond 16 pairs a seeded sample close to it
+    assert sign_flip_p([-1.0] * 7 + [1.0] * 2 + [0.0] * 50) == pytest.approx(mcnemar_exact(7, 2))
+    assert sign_flip_p([-1.0] * 20 + [1.0] * 8) == pytest.approx(mcnemar_exact(20, 8), abs=0.005)

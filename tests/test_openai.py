@@ -151,6 +151,10 @@ class _Bad(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if mode == "over-usage":  # three chunks, but its own usage says 64 tokens for max_tokens 8
+            self.wfile.write(_chunk("a") + _chunk(" b") + _chunk(" c", "length") + b'data: {"choices": [], "usage": '
+                             b'{"prompt_tokens": 5, "completion_tokens": 64}}\n\ndata: [DONE]\n\n')
+            return
         if mode == "empty":
             self.wfile.write(_chunk(None, "stop") + b"data: [DONE]\n\n")
             return
@@ -271,3 +275,25 @@ def test_the_adapter_uses_no_private_helper_of_another_module():
     import harness.adapters.openai as mod
 
     assert not re.search(r"from harness\.[\w.]+ import [^\n]*\b_[a-z]", Path(mod.__file__).read_text())
+
+
+def test_a_server_that_ignores_max_tokens_is_flagged_per_row_and_in_the_runs_summary(bad_server, tmp_path, capsys):
+    # Its usage says 64 tokens for max_tokens 8 (three chunks of several tokens each, so the
+    # client's chunk limit never fires): the row's request record says so, and `run` prints it.
+    from harness.cli import main
+
+    bad_server.mode = "over-usage"
+    m = _adapter(bad_server).generate(sample(), 8)
+    assert m.text == "a b c" and m.server_completion_tokens == 64
+    assert json.loads(m.preprocessing)["request"]["cut"] == "server ignored max_tokens: 64 > 8"
+    bad_server.mode = "endless"
+    cut = json.loads(_adapter(bad_server).generate(sample(), 8).preprocessing)["request"]["cut"]
+    assert cut.startswith("server ignored max_tokens: 9 > 8")
+    bad_server.mode = "over-usage"
+    toml = tmp_path / "ignorer.toml"
+    toml.write_text(f'name = "ignorer"\nsource = "m"\nadapter = "openai"\n'
+                    f'base_url = "http://127.0.0.1:{bad_server.server_address[1]}/v1"\ntimeout_s = 5\n')
+    rc = main(["run", "-m", str(toml), "-s", "synthetic-shapes", "--limit", "2", "--max-tokens", "8", "--warmup", "0",
+               "--out", str(tmp_path / "runs"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "note:    server ignored max_tokens: 64 > 8 in 2 of 2 rows of ignorer" in out

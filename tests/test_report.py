@@ -405,3 +405,20 @@ def test_the_page_is_the_only_thing_the_views_read():
     fields = set(Page.__dataclass_fields__)
     assert names - fields == set(), f"the template reads names that are not page fields: {names - fields}"
     assert {"verdicts", "speed_rows", "acc_rows", "gallery", "runcard"} <= names
+
+
+def test_run_card_device_comes_from_the_rows_environment_columns(tmp_path):
+    # Rows as a CUDA machine records them: the card shows the GPU's name and memory, the same
+    # values the Environment section lists, never MLX's "Device(gpu, 0)" or a dash.
+    from harness.report import runcard
+    from harness.report.tables import environment
+
+    rows = pd.DataFrame([{"model": "m", "status": "ok", "backend": "cuda", "env_backend": "cuda",
+                          "env_device": "Device(gpu, 0)", "env_device_name": "NVIDIA H200",
+                          "env_device_memory_bytes": 150_754_820_096, "env_ram_bytes": 2_000_000_000_000}] * 2)
+    facts = {f.label: f.value for _, group in runcard.card(rows, tmp_path / "r.html", []) for f in group}
+    assert facts["Chip or GPU"] == "NVIDIA H200"
+    assert facts["Device memory"] == "150.75 GB"
+    env = dict(environment(rows))
+    assert env["device_name"] == facts["Chip or GPU"]
+    assert int(env["device_memory_bytes"]) / 1e9 == pytest.approx(150.75, abs=0.005)

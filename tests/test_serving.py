@@ -172,6 +172,7 @@ def test_text_less_first_chunk_counts_only_under_vllms_rule(server, tmp_path):
     ("unfinished", "incomplete", "without finish_reason"),
     ("cut", "connection_error", "after 1 chunk"),
     ("nostream", "bad_stream", "in one piece"),
+    ("empty", "empty", "empty answer"),
 ])
 def test_misbehaving_server_gives_error_rows_and_the_step_goes_on(server, tmp_path, model, status, needle):
     rows = run(tmp_path, server, model, Plan(concurrency=(1,), requests=3))
@@ -432,3 +433,121 @@ def test_report_refuses_a_load_folder_that_does_not_exist(tmp_path):
                           timeout=120)
     assert done.returncode == 2 and "--load" in done.stderr and "no such directory" in done.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_sigkill_mid_step_keeps_the_finished_requests(server, tmp_path):
+    # A real load run as its own process, killed with SIGKILL in the middle of its one step: the
+    # requests that finished before the kill are in the journal, and the next read recovers them.
+    import pyarrow.parquet as pq
+
+    from harness.cli import main
+
+    cmd = [sys.executable, "-m", "harness.cli", "load", "--base-url", server, "-m", "instant", "-s", "synthetic-shapes",
+           "--limit", "2", "--images", "url", "--rate", "20", "--duration", "60", "--warmup", "1", "--timeout", "10",
+           "--out", str(tmp_path), "--run-id", "k", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "k"
+    try:
+        deadline = time.monotonic() + 60
+        while not (run_dir / "load.parquet").exists():  # the warm-up's rows: the step is under way
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(2.0)  # about 40 requests at 20/s
+    finally:
+        proc.kill()  # SIGKILL: no handler runs, nothing is written on the way out
+        proc.wait(timeout=30)
+    assert proc.returncode == -9
+    assert pq.read_metadata(run_dir / "load.parquet").num_rows == 1  # only the warm-up reached the parquet
+    rows = read_rows(run_dir)
+    step = rows[rows["step"] == 0]
+    assert len(step) >= 10 and (step["status"] == "ok").all(), len(step)
+    assert step["request_index"].is_unique and (step["score"].notna()).all()
+    assert (step["step_duration_s"] == step["end_s"].max()).all()  # the window ends with the last finished request
+    s = summarise(rows).iloc[0]
+    assert s["completed"] == len(step) and s["request_throughput"] > 0
+    # and the report of the killed run is made from the same recovered rows
+    assert main(["load-report", str(run_dir), "-o", str(tmp_path / "after.html")]) == 0
+    assert f"| rate 20/s | {len(step)} / {len(step)} |" in (tmp_path / "after.md").read_text()
+
+
+def test_a_finished_run_keeps_no_journal_and_a_torn_line_is_skipped(server, tmp_path):
+    from harness.serving.journal import JOURNAL_NAME, read_journal
+
+    lr = LoadRun("r", tmp_path / "j", Target(server, "instant", timeout_s=10), "url")
+    run_load(lr, Plan(concurrency=(2,), requests=6), requests_for("instant", 2))
+    assert not lr.journal_path.exists() and len(read_rows(lr.path)) == 6
+    torn = tmp_path / JOURNAL_NAME
+    torn.write_text('{"_shared": {"environment": "{}"}}\n{"run_id": "r", "step": 0}\n{"run_id": "r", "st')
+    assert read_journal(torn) == [{"environment": "{}", "run_id": "r", "step": 0}]
+
+
+def test_empty_answers_are_error_rows_counted_in_the_table_and_the_exit_code(server, tmp_path, capsys):
+    from harness.cli import main
+    from harness.serving.report import markdown
+
+    rows = run(tmp_path, server, "empty", Plan(concurrency=(1,), requests=3))
+    assert (rows["status"] == "empty").all() and rows["error"].str.startswith("empty answer").all()
+    assert rows["score"].isna().all()
+    s = summarise(rows)
+    assert s.iloc[0]["completed"] == 0 and s.iloc[0]["errors"] == "empty 3"
+    assert "| concurrency 1 | 0 / 3 |" in markdown(s, (50, 90, 99)) and "| empty 3 |" in markdown(s, (50, 90, 99))
+    rc = main(["load", "--base-url", server, "-m", "empty", "-s", "synthetic-shapes", "--limit", "2", "--images", "url",
+               "--concurrency", "1", "--requests", "2", "--warmup", "0", "--out", str(tmp_path), "--run-id", "e",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "2 request(s) got an empty answer" in err
+
+
+def test_a_server_that_ignores_max_tokens_is_flagged_per_row_and_per_step(server, tmp_path, capsys):
+    from harness.cli import main
+
+    rows = run(tmp_path, server, "ignores-max-tokens", Plan(concurrency=(1,), requests=2))
+    assert (rows["max_tokens"] == 8).all() and (rows["output_tokens_usage"] == 64).all()
+    assert (rows["status"] == "ok").all() and (rows["note"] == "server ignored max_tokens: 64 > 8").all()
+    s = summarise(rows).iloc[0]
+    assert s["max_tokens_ignored"] == 2 and s["max_tokens_note"] == "server ignored max_tokens: 64 > 8"
+    assert summarise(run(tmp_path, server, "instant", Plan(concurrency=(1,), requests=2))).iloc[0]["max_tokens_note"] == ""
+    rc = main(["load", "--base-url", server, "-m", "ignores-max-tokens", "-s", "synthetic-shapes", "--limit", "1",
+               "--images", "url", "--max-tokens", "8", "--concurrency", "1", "--requests", "2", "--warmup", "0",
+               "--out", str(tmp_path), "--run-id", "m", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "server ignored max_tokens: 64 > 8" in out  # the step table's note
+    assert "note: server ignored max_tokens: 64 > 8 in 2 of 2 request(s) at concurrency 1" in err
+    assert "server ignored max_tokens: 64 > 8" in (tmp_path / "m" / "report.md").read_text()
+
+
+def test_closed_loop_lateness_is_slot_freed_to_next_send():
+    # Concurrency 4, requests of 10 ms: the loop sends every 2.5 ms. A 0.5 ms turnaround from a
+    # slot freeing to the next send is nothing late (5 % of a request's time); the old yardstick,
+    # 10 % of the 2.5 ms gap between sends, flagged it.
+    def rows(lag_s: float) -> pd.DataFrame:
+        out = []
+        for slot in range(4):
+            t = 0.0
+            for k in range(25):
+                sent = t + (lag_s if k else 0.0)
+                out.append(dict(run_id="r", step=0, mode="concurrency", target_concurrency=4, target_rate=None,
+                                arrivals="", model="m", suite="t", step_start_unix=0.0, step_duration_s=0.0,
+                                planned_s=t, sent_s=sent, end_s=sent + 0.010, status="ok", chunk_times_s=[0.005, 0.010],
+                                chunk_has_content=[True, True], output_tokens_usage=2, output_tokens_counted=2,
+                                prompt_tokens=1, score=None, max_tokens=8, request_index=slot * 25 + k))
+                t = sent + 0.010
+        df = pd.DataFrame(out)
+        df["step_duration_s"] = df["end_s"].max()
+        return df
+
+    quick = summarise(rows(0.0005)).iloc[0]
+    assert quick["mean_gap_ms"] < 3.0 and quick["lag_mean_ms"] > 0.1 * quick["mean_gap_ms"]  # the old rule's trap
+    assert not quick["client_late"]
+    assert summarise(rows(0.002)).iloc[0]["client_late"]  # 2 ms idle per 10 ms request: fewer in flight than asked
+
+
+def test_a_closed_loop_against_a_10_ms_server_is_not_flagged_late(server, tmp_path):
+    # 10 ms answers at concurrency 8: a send every ~1.3 ms, so the old yardstick (10 % of that) was
+    # a tenth of a millisecond, about the client's ordinary turnaround on a busy machine.
+    rows = run(tmp_path, server, "quick", Plan(concurrency=(8,), requests=200, warmup=4))
+    s = summarise(rows).iloc[0]
+    assert s["completed"] == 200 and not s["client_late"], (s["lag_mean_ms"], s["late_base_ms"], s["mean_gap_ms"])
+    # each request's planned time is its slot's previous end: lag is the client's own turnaround
+    step = rows[rows["step"] == 0]
+    assert (step["sent_s"] >= step["planned_s"]).all()

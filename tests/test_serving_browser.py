@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from test_serving import run, server  # noqa: F401  (the scripted local server fixture)
@@ -64,3 +65,47 @@ def test_screenshots(report, tmp_path, width):
     # something is drawn across the page, not a blank or an error page
     assert len(np.unique(np.asarray(im.resize((64, 64))))) > 20
     print(f"screenshot: {shot}")
+
+
+def _probe(report: Path, tmp: Path, width: int) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of the steps table's box in Chromium at `width` px."""
+    probe = tmp / f"probe-{width}.html"
+    js = ("<script>window.addEventListener('load',()=>{const d=document.querySelector('.scroll');"
+          "document.title='FIT '+d.scrollWidth+' '+d.clientWidth;});</script></body>")
+    probe.write_text(report.read_text().replace("</body>", js))
+    dom, errors = chromium(probe.as_uri(), tmp, "--dump-dom", f"--window-size={width},2400")
+    assert errors == []
+    scroll, client = map(int, re.search(r"<title>FIT (\d+) (\d+)</title>", dom).groups())
+    return scroll, client
+
+
+def test_the_steps_table_fits_1440_px_without_sideways_scrolling(report, tmp_path):
+    scroll, client = _probe(report, tmp_path, 1440)
+    assert scroll <= client, (scroll, client)  # E2EL p99 and every other column in view
+    assert "E2EL p99 ms" in report.read_text()
+
+
+def test_saturated_sweep_chart_spans_from_zero_and_keeps_the_saturation_marker(tmp_path):
+    # Past saturation the steps achieve 5.230-5.240 requests/s: the axis must not zoom to that spread.
+    from harness.serving.report import latency_figure, throughput_axis
+
+    lo, hi = throughput_axis([2.0, 3.9, 5.230, 5.235, 5.240])
+    assert lo == 0.0 and 5.24 * 1.05 < hi < 5.24 * 1.5
+    rows = []
+    for step, (c, thr) in enumerate([(1, 2.0), (2, 3.9), (4, 5.230), (8, 5.235), (16, 5.240)]):
+        for i in range(10):
+            t = 0.05 * c + 0.001 * i
+            rows.append(dict(run_id="r", step=step, mode="concurrency", target_concurrency=c, target_rate=None,
+                             arrivals="", model="m", suite="t", step_start_unix=100.0 * step, step_duration_s=10 / thr,
+                             planned_s=0.0, sent_s=0.0, end_s=t + 0.1, status="ok", chunk_times_s=[t, t + 0.1],
+                             chunk_has_content=[True, True], output_tokens_usage=2, output_tokens_counted=2,
+                             prompt_tokens=5, score=None, max_tokens=8))
+    summary = summarise(pd.DataFrame(rows))
+    sat = summary.loc[summary["saturated"], "request_throughput"]
+    assert len(sat) == 1
+    fig = latency_figure(summary, "ttft", "TTFT", (50.0, 90.0, 99.0))
+    ax = fig.axes[0]
+    assert ax.get_xlim() == pytest.approx((0.0, hi))  # not 5.230-5.240
+    marker = [ln for ln in ax.get_lines() if ln.get_label() == "saturation point"]
+    assert len(marker) == 1 and marker[0].get_xdata()[0] == pytest.approx(sat.iloc[0])
+    assert ax.get_ylim()[1] > summary["ttft_p99_ms"].max()  # the top point is not on the frame

@@ -8,7 +8,9 @@ goes into separate server_* columns, never mixed with the client's figures. Stan
 Limits the client keeps whatever the server does: `max_tokens` is sent, and the stream is cut
 after max_tokens content chunks (one per token on the servers we know), so a server that ignores
 the limit yields a row with finish_reason "length" and a note in its `preprocessing` record
-(request.cut), never 20,000 tokens. An answer with no text at all is an error row ("empty
+(request.cut: "server ignored max_tokens: 9 > 8 ..."), never 20,000 tokens; a server whose usage
+counts more tokens than max_tokens is flagged the same way, and `vlm-harness run` prints a line
+per model. An answer with no text at all is an error row ("empty
 answer"): no server we know returns one for a working model, and a score of 0 for it would hide a
 broken chat template or a dropped image. Counts the server did not report (no usage block) are
 null, never 0: only the server can count prompt tokens.
@@ -20,6 +22,7 @@ import http.client
 import json
 import math
 import os
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +36,7 @@ from harness.images import load_images, record_json, to_data_uri
 from harness.measure.memory import peak_rss_bytes
 from harness.models import ModelError, ModelSpec, Option
 
+IGNORED = "server ignored max_tokens: "  # the flag's words, as `vlm-harness load` writes them
 WHOLE_ANSWER_BYTES = 16_000_000  # an answer sent in one piece (no stream) larger than this is refused
 
 
@@ -255,8 +259,8 @@ class OpenAIAdapter:
                 content = delta.get("content") if isinstance(delta, dict) else None
                 if content and len(pieces) >= max_tokens:
                     # A server that ignores max_tokens: the limit is kept here, and the row says so.
-                    self._cut = (f"the server sent more than max_tokens = {max_tokens} content chunks; the client "
-                                 f"stopped reading after {max_tokens}")
+                    self._cut = (f"{IGNORED}{max_tokens + 1} > {max_tokens} (content chunks; the client stopped "
+                                 f"reading after {max_tokens})")
                     self._cut_stream = True
                     return times, "".join(pieces), None, None, "length"
                 if content:
@@ -269,6 +273,11 @@ class OpenAIAdapter:
         if not done and finish is None:
             raise ServerError(f"the stream ended before the answer finished (no finish_reason, no [DONE]) after "
                               f"{len(times)} token(s)")
+        said = _int((usage or {}).get("completion_tokens"))
+        if said is not None and said > max_tokens:
+            # Several tokens per chunk: the chunk count kept within the limit, the server's own
+            # count says it was ignored.
+            self._cut = f"{IGNORED}{said} > {max_tokens}"
         return times, "".join(pieces), usage, timings, finish
 
     def _read_whole(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
@@ -304,13 +313,38 @@ class OpenAIAdapter:
         timings = data.get("timings") if isinstance(data.get("timings"), dict) else None
         if isinstance(usage, dict) and (_int(usage.get("completion_tokens")) or 0) > max_tokens:
             # One piece past the limit: it cannot be cut by token here, only recorded as ignored.
-            self._cut = (f"the server answered {usage['completion_tokens']} tokens in one piece, over max_tokens = "
-                         f"{max_tokens}; kept as sent")
+            self._cut = f"{IGNORED}{usage['completion_tokens']} > {max_tokens} (in one piece; kept as sent)"
             return [now], text, usage, timings, "length"
         return ([now] if text else []), text, usage, timings, choice.get("finish_reason")
 
     def close(self) -> None:
         pass
+
+
+def ignored_max_tokens(df: Any) -> list[str]:
+    """One line per model whose server ignored max_tokens in some rows ("server ignored
+    max_tokens: 64 > 8 in 2 of 2 rows of MODEL"), from each row's request record (`cut`)."""
+    if df is None or len(df) == 0 or "preprocessing" not in df:
+        return []
+    out = []
+    for model, g in df.groupby("model", sort=True):
+        notes = []
+        for text in g["preprocessing"].dropna():
+            try:
+                cut = (json.loads(text).get("request") or {}).get("cut", "")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(cut, str) and cut.startswith(IGNORED):
+                notes.append(cut)
+        if notes:
+            worst = max(notes, key=_excess).split(" (", 1)[0]
+            out.append(f"{worst} in {len(notes)} of {len(g)} rows of {model}")
+    return out
+
+
+def _excess(note: str) -> int:
+    m = re.match(re.escape(IGNORED) + r"(\d+) > (\d+)", note)
+    return int(m.group(1)) - int(m.group(2)) if m else 0
 
 
 def _int(v: Any) -> int | None:

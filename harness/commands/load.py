@@ -58,7 +58,7 @@ def load(args: argparse.Namespace) -> int:
     from harness.core.paths import reports_dir
     from harness.serving.loadgen import Target
     from harness.serving.metrics import SloError, parse_slo
-    from harness.serving.report import publish, saturation_text, terminal
+    from harness.serving.report import load_label, publish, saturation_text, terminal
     from harness.serving.requests import build_requests
     from harness.serving.rows import read_rows
     from harness.serving.sweep import LoadRun, Plan, run_load
@@ -122,7 +122,18 @@ def load(args: argparse.Namespace) -> int:
     print(f"rows:    {run.path}")
     print(f"report:  {report}")
     print(f"in the main report: vlm-harness report RUN_DIR --load {shlex.quote(str(run_dir.parent))}")
+    for _, r in summary.iterrows() if not summary.empty else ():
+        if r.get("max_tokens_note"):
+            print(f"note: {r['max_tokens_note']} in {r['max_tokens_ignored']} of {r['sent']} request(s) "
+                  f"at {load_label(r)}", file=sys.stderr)
     if interrupted:
         return 130
+    # An empty answer is a broken server (chat template, dropped image), not a load effect like a
+    # timeout at saturation: any of them fails the command, as no successful request at all does.
+    empty = rows[(rows["status"] == "empty") & (rows["step"] >= 0)]
+    if len(empty):
+        print(f"vlm-harness load: {len(empty)} request(s) got an empty answer ({empty['error'].iloc[0]}); exit 1",
+              file=sys.stderr)
+        return 1
     return 0 if (rows["status"] == "ok").any() else 1
 

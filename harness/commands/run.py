@@ -62,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"report:  {report}")
     print(f"summary: {markdown_path(report)}  (Markdown, for a pull request)")
     print("rows:    " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    from harness.adapters.openai import ignored_max_tokens
+
+    for line in ignored_max_tokens(df):
+        print(f"note:    {line}")
     if args.reuse_prefix:
         from harness.run.speed import reuse_summary
 

@@ -203,3 +203,54 @@ def compare_rounds(a: pd.Series, b: pd.Series, *, level: float = 0.95) -> Paired
     a round's load — are the replicates. The report asks at 95 % whether two models differ; the
     gate asks for a one-sided bound against its factor (harness/gate/compare.py)."""
     return ratio_interval(round_log_ratios(a, b), level=level)
+
+
+def mcnemar_exact(worse: int, better: int) -> float:
+    """One-sided exact McNemar test for paired 0/1 scores: the probability of at least `worse`
+    right→wrong flips among the `worse + better` discordant pairs if a flip is as likely either
+    way (binomial, p = 1/2). Concordant pairs carry no information about a change, so only the
+    discordant ones count: 3 flips and none back is p = 1/8, whatever the number of samples.
+    1.0 without discordant pairs."""
+    n = int(worse) + int(better)
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, k) for k in range(int(worse), n + 1)) / 2**n)
+
+
+def min_discordant(alpha: float) -> int:
+    """The fewest discordant pairs at which an exact paired test can reach `alpha` at all (every
+    pair changing the same way gives p = 2^-k): 5 at alpha = 0.05."""
+    return max(1, math.ceil(math.log(alpha) / math.log(0.5) - 1e-12)) if 0 < alpha < 1 else 1
+
+
+# Up to this many changed pairs every sign assignment is enumerated; beyond, a seeded sample.
+_EXACT_FLIPS = 16
+
+
+def sign_flip_p(diffs: Sequence[float] | np.ndarray, *, resamples: int = 20000, seed: int = 0) -> float:
+    """One-sided paired permutation (sign-flip) test for graded paired scores: the probability,
+    with each pair's difference (after − before) equally likely to have either sign, that the
+    mean difference is at most the one observed; small p says a real fall. Pairs that did not
+    change carry no sign and are left out. Exact for up to 16 changed pairs, a seeded Monte
+    Carlo (p = (hits + 1) / (resamples + 1)) beyond; 1.0 without changed pairs. On 0/1 scores
+    it equals `mcnemar_exact`."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    d = d[d != 0]
+    k = len(d)
+    if k == 0:
+        return 1.0
+    observed = float(d.sum())
+    tol = 1e-12 * max(1.0, float(np.abs(d).sum()))
+    if k <= _EXACT_FLIPS:
+        signs = 1 - 2 * ((np.arange(2**k)[:, None] >> np.arange(k)) & 1)
+        sums = signs @ np.abs(d)
+        return float(np.mean(sums <= observed + tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    step = max(1, 2_000_000 // k)
+    for start in range(0, resamples, step):
+        m = min(step, resamples - start)
+        sums = (rng.choice((-1.0, 1.0), size=(m, k)) * np.abs(d)).sum(axis=1)
+        hits += int(np.sum(sums <= observed + tol))
+    return float((hits + 1) / (resamples + 1))

@@ -31,8 +31,13 @@ alarms in two sets of 20 with 3 rounds. asv's step detection finds changes in a 
 gate has two revisions, so it compares them directly. benchmarks/gate_rates.py measures these
 rates from real runs (README, "The report and the gate").
 
-Accuracy regresses when a paired bootstrap over the samples both sets measured says the drop is
-real: scores do not drift with machine load, so samples are the right replicates there. A
+Accuracy regresses when an exact paired test over the samples both sets measured says the drop
+is real: scores do not drift with machine load, so samples are the right replicates there. Paired
+0/1 scores take the exact McNemar test (one-sided binomial on the discordant pairs: 3 flips of 100
+is p = 0.125, 5 flips and none back p = 0.031); graded scores a paired sign-flip permutation test.
+A bootstrap was too quick on a few flips (p = 0.047 for 3 of 100; p = 0 for a one-sample suite).
+Fewer paired samples than an exact test needs to reach alpha at all (5 at 0.05) say
+`insufficient`, as does an unchanged verdict whose samples could not see a 10-point fall. A
 sample that measured in the baseline and errors now is a regression too. Sets that measured
 different things (suite hash, schema, machine) are not compared at all: exit 2 says which and
 how to fix it.
@@ -48,7 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.core.stats import bootstrap_medians, compare_rounds, paired_bootstrap
+from harness.core.stats import bootstrap_medians, compare_rounds
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -315,8 +320,15 @@ MIN_DETECTABLE_DROP = 0.10
 
 def _accuracy(b: pd.DataFrame, c: pd.DataFrame, alpha: float) -> tuple[float, float, float, float, int, str, str]:
     """Paired over the samples both sides scored, per-sample scores from harness.judge.accuracy, the
-    direction from the metric registry."""
+    direction from the metric registry.
+
+    Exact tests, because a suite's few flips are exactly where a bootstrap is too quick (it gave
+    p = 0.047 for 3 right→wrong flips of 100, where the exact answer is 1/8): paired 0/1 scores
+    by the exact McNemar test (binomial on the discordant pairs), graded scores by a paired
+    sign-flip permutation test. Either needs `min_discordant(alpha)` changed pairs to reach alpha
+    at all (5 at 0.05), so fewer samples than that can never show a fall: `insufficient`."""
     from harness.core.intervals import detectable_drop, samples_needed
+    from harness.core.stats import mcnemar_exact, min_discordant, sign_flip_p
     from harness.judge.accuracy import direction, per_sample_scores
 
     bs = per_sample_scores(b).set_index("sample_id")["score"]
@@ -326,29 +338,44 @@ def _accuracy(b: pd.DataFrame, c: pd.DataFrame, alpha: float) -> tuple[float, fl
         return float(bs.mean()), float(cs.mean()), math.nan, math.nan, 0, "insufficient", "no sample measured in both"
     x, y = bs.loc[common].to_numpy(dtype=float), cs.loc[common].to_numpy(dtype=float)
     higher = direction(sorted({m for m in b["metric"].dropna().unique() if m})) is not False
-    worse_first = (x, y) if higher else (-x, -y)  # a drop is a regression only where higher is better
-    delta, lo, hi, p_drop = paired_bootstrap(*worse_first)
-    _, _, _, p_rise = paired_bootstrap(worse_first[1], worse_first[0])
+    n = len(common)
     sign = 1 if higher else -1
-    note = (f"Δ {100 * sign * delta:+.1f} pp, 95 % CI [{100 * sign * lo:+.1f}, {100 * sign * hi:+.1f}] over "
-            f"{len(common)} paired samples")
-    if delta < 0 and p_drop < alpha:
+    d = sign * (y - x)  # oriented so that negative is worse (a drop, where higher is better)
+    delta = float(np.mean(d))
+    binary = bool((np.isin(x, (0.0, 1.0)) & np.isin(y, (0.0, 1.0))).all())
+    worse_n, better_n = int(np.sum(d < 0)), int(np.sum(d > 0))
+    if binary:
+        p_drop, p_rise = mcnemar_exact(worse_n, better_n), mcnemar_exact(better_n, worse_n)
+        test = "exact McNemar"
+        flips = f"{worse_n} right→wrong, {better_n} wrong→right" if higher else \
+            f"{worse_n} changed for the worse, {better_n} for the better"
+    else:
+        p_drop, p_rise = sign_flip_p(d), sign_flip_p(-d)
+        test = "paired sign-flip permutation test"
+        flips = f"{worse_n} worse, {better_n} better"
+    note = f"Δ {100 * sign * delta:+.1f} pp over {n} paired samples ({flips}; {test})"
+    floor = min_discordant(alpha)
+    if n < floor:
+        # Even every sample changing the same way gives p = 2^-n ≥ alpha: no verdict is possible.
+        return (float(x.mean()), float(y.mean()), delta, min(p_drop, p_rise), n, "insufficient",
+                note + f"; {n} paired sample(s) cannot show a change at p < {alpha:g} even if all of them "
+                       f"flip (p = {0.5 ** n:.3g}); at least {floor} are needed")
+    if delta < 0 and p_drop < alpha and worse_n + better_n >= floor:
         verdict, p = "regression", p_drop
-    elif delta > 0 and p_rise < alpha:
+    elif delta > 0 and p_rise < alpha and worse_n + better_n >= floor:
         verdict, p = "improvement", p_rise
     else:
         verdict, p = "unchanged", min(p_drop, p_rise)
         base = float(x.mean())
-        binary = bool(((x == 0) | (x == 1)).all())
         if higher and binary and 0 < base <= 1:
-            can_see = detectable_drop(base, len(common))
+            can_see = detectable_drop(base, n)
             if not can_see <= MIN_DETECTABLE_DROP:
                 need = samples_needed(base, min(MIN_DETECTABLE_DROP, base))
                 verdict = "insufficient"
-                note += (f"; {len(common)} samples detect only a fall of "
+                note += (f"; {n} samples detect only a fall of "
                          f"{'more than all of it' if math.isnan(can_see) else f'{100 * can_see:.0f} pp'} "
                          f"(power 80 %); {need} are needed to see {100 * MIN_DETECTABLE_DROP:.0f} pp")
-    return float(x.mean()), float(y.mean()), delta, p, len(common), verdict, note  # delta: + is better
+    return float(x.mean()), float(y.mean()), delta, p, n, verdict, note  # delta: + is better
 
 
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, factor: float = 1.1, alpha: float = 0.05,
@@ -416,7 +443,8 @@ def rule(factor: float, alpha: float) -> str:
     """The gate's decision rule in one sentence, for every page that shows a verdict."""
     return (f"A timing regresses when the {100 * (1 - alpha):g} % lower bound of the median paired ratio over the "
             f"samples (each side's best run per sample) is more than {factor:g}× worse, Holm-adjusted over all "
-            f"timings; accuracy when a paired bootstrap over the samples gives p < {alpha:g}.")
+            f"timings; accuracy when an exact paired test over the samples (McNemar for 0/1 scores, sign-flip "
+            f"permutation for graded ones) gives p < {alpha:g}.")
 
 
 def _num(x: float, unit: str) -> str:

@@ -16,7 +16,8 @@ scored) are left out of every figure and of n.
   types, out of 300) and a subtotal per question type (the category).
 - `pope`: accuracy, precision, recall, F1 and yes-ratio as RUCAIBox/POPE evaluate.py computes
   them, "yes" the positive class, the answer read by POPE's rule (harness.metrics.yes_no
-  pope_label) whatever metric the suite scored with. A ratio with a zero denominator is NaN
+  pope_label) whatever metric the suite scored with, the label by POPE's rule too (pope_gold: only
+  the exact string "no" is a no-label, as evaluate.py reads it; the `pope` metric uses the same). A ratio with a zero denominator is NaN
   (the reference divides by zero there), except F1, which is 0 without a true positive.
 - `vqa_by_answer_type`: VQA accuracy overall (mean over questions, as vqaEval.py's
   "overall") and per answer type (the category), as its "perAnswerType".
@@ -32,7 +33,7 @@ import pandas as pd
 
 from harness.core.intervals import macro_interval, mean_interval, wilson
 from harness.core.registry import Registry
-from harness.metrics.yes_no import pope_label
+from harness.metrics.yes_no import pope_gold, pope_label
 
 BenchmarkScore = Callable[[pd.DataFrame], list[dict]]
 BENCHMARKS: Registry[BenchmarkScore] = Registry("benchmark score")
@@ -106,8 +107,9 @@ def pope(per_sample: pd.DataFrame) -> list[dict]:
     """POPE: accuracy, precision, recall, F1 and yes-ratio (%), "yes" the positive class."""
     df = _scored(per_sample)
     pred = np.array([pope_label(str(o)) == "yes" for o in df["output"]], dtype=bool)
-    # The reference counts any label other than "no" as yes.
-    gold = np.array([str(list(a)[0]).strip().lower() != "no" if len(a) else True for a in df["answers"]], dtype=bool)
+    # The label by the reference's rule (pope_gold: only the exact string "no" is a no-label), the
+    # same rule the `pope` metric applies, so the figure and the per-sample scores agree.
+    gold = np.array([pope_gold(list(a)[0]) == "yes" if len(a) else True for a in df["answers"]], dtype=bool)
     tp, fp = int(np.sum(pred & gold)), int(np.sum(pred & ~gold))
     tn, fn = int(np.sum(~pred & ~gold)), int(np.sum(~pred & gold))
     n = len(df)

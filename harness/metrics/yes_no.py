@@ -29,8 +29,16 @@ def pope_label(output: str) -> str:
     return "no" if any(w in ("No", "no", "not") for w in first.split(" ")) else "yes"
 
 
+def pope_gold(label: object) -> str:
+    """POPE's reading of a ground-truth label, exactly as RUCAIBox/POPE evaluate.py reads it
+    (`if label == 'no': 0 else: 1`): only the exact string "no" is a no-label; anything else,
+    "No" and " no" included, is a yes-label. The `pope` metric and the `@pope` benchmark figure
+    both use this one rule, so the two never disagree on a label."""
+    return "no" if label == "no" else "yes"
+
+
 @metric("pope", version=1, reference="RUCAIBox/POPE evaluate.py (as LLaVA llava/eval/eval_pope.py)")
 def pope(output: str, sample: Sample) -> float:
-    """POPE's rule: an answer is "no" if its first sentence has the word no/No/not, else "yes"."""
-    # The reference turns any label other than "no" into yes.
-    return float(any(pope_label(output) == ("no" if a == "no" else "yes") for a in sample.answers))
+    """POPE's rule: an answer is "no" if its first sentence has the word no/No/not, else "yes";
+    the label is read by `pope_gold` (the reference's rule)."""
+    return float(any(pope_label(output) == pope_gold(a) for a in sample.answers))

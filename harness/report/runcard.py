@@ -92,9 +92,17 @@ def card(df: pd.DataFrame, out: Path, dirs: Sequence[Path]) -> list[tuple[str, l
     """Groups of facts, in the order the page shows them."""
     plan = read_plan(dirs)
     ram = df["env_ram_bytes"].dropna() if "env_ram_bytes" in df else pd.Series([], dtype=float)
-    device = _values(df, "device_name") or ", ".join(sorted({_device(str(v)) for v in df["env_device"].dropna().unique()})
-                                                     if "env_device" in df else [])
-    dev_mem = df["device_memory_bytes"].dropna() if "device_memory_bytes" in df else pd.Series([], dtype=float)
+    # The device's name and memory from the same columns the Environment section lists
+    # (env_device_name, env_device_memory_bytes: harness.measure.environment.device()), so the card can
+    # never say "gpu 0" where the rows say "NVIDIA H200". MLX's "Device(gpu, 0)" only as a last resort.
+    device = (_values(df, "env_device_name") or _values(df, "device_name")
+              or ", ".join(sorted({_device(str(v)) for v in df["env_device"].dropna().unique()})
+                           if "env_device" in df else []))
+    dev_mem = pd.Series([], dtype=float)
+    for col in ("env_device_memory_bytes", "device_memory_bytes"):
+        if col in df and df[col].notna().any():
+            dev_mem = pd.to_numeric(df[col], errors="coerce").dropna()
+            break
     bw = df["bandwidth_gbps"].dropna() if "bandwidth_gbps" in df else pd.Series([], dtype=float)
     bw_text = ", ".join(f"{fmt(v)} GB/s" for v in sorted(bw.unique())[:4]) if not bw.empty else "–"
     machine = [
@@ -105,7 +113,7 @@ def card(df: pd.DataFrame, out: Path, dirs: Sequence[Path]) -> list[tuple[str, l
              or "–"),
         Fact("RAM", ", ".join(f"{fmt(v / 1e9)} GB" for v in sorted(ram.unique())[:4]) if not ram.empty else "–"),
         Fact("Chip or GPU", device or "–"),
-        Fact("Device memory", ", ".join(f"{fmt(v / 1e9)} GB" for v in sorted(dev_mem.unique())[:4])
+        Fact("Device memory", ", ".join(f"{v / 1e9:,.2f} GB" for v in sorted(dev_mem.unique())[:4])
              if not dev_mem.empty else "–"),
         Fact("Backend", _values(df, "backend") or "–"),
         Fact("Adapter", _values(df, "adapter") or "–"),

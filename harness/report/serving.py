@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.serving.metrics import summarise
 from harness.serving.report import load_label
-from harness.serving.rows import FILE_NAME, LoadSchemaMismatch, read_rows
+from harness.serving.rows import LoadSchemaMismatch, is_load_run, read_rows
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,10 @@ def run_dirs(paths: Iterable[Path]) -> list[Path]:
     """Load run directories: each path is one (it holds load.parquet) or holds several."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if (p / FILE_NAME).exists():
+        if is_load_run(p):
             out.append(p)
         elif p.is_dir():
-            out += sorted(d for d in p.iterdir() if (d / FILE_NAME).exists())
+            out += sorted(d for d in p.iterdir() if d.is_dir() and is_load_run(d))
     return out
 
 

@@ -126,3 +126,9 @@ async def _read_sse(resp: Response, a: Attempt, sent: float) -> None:
                                         f"{len(a.chunk_times_s)} chunk(s)")
     if not a.chunk_times_s:
         raise StreamError("bad_stream", "the stream carried no choice: no first token")
+    if not a.pieces:
+        # As the `run` command's OpenAI adapter: no server returns an empty answer for a working
+        # model, and scoring it 0 (or timing it) would hide a broken chat template or a dropped image.
+        raise StreamError("empty", f"empty answer: the stream finished (finish_reason {a.finish_reason or 'none'}) "
+                                   f"after {len(a.chunk_times_s)} chunk(s) without any text; check the model's chat "
+                                   "template and that it accepts images")

@@ -8,8 +8,13 @@ Honest by construction:
     full waits, and that wait shows as lag rather than disappearing;
   - a step ends at its deadline whatever the server does: requests still running are cut off
     and kept as `timeout` rows with the chunks they had received;
-  - rows are handed to `on_step` as each step ends, and on Ctrl-C (task cancellation) the rows
-    of the interrupted step, finished or cut off, are handed over before stopping.
+  - each request is handed to `on_request` the moment it ends (harness.serving.journal makes it
+    durable within ~100 ms), rows are handed to `on_step` as each step ends, and on Ctrl-C
+    (task cancellation) the rows of the interrupted step, finished or cut off, are handed over
+    before stopping.
+Lateness: an open-loop request is late by sent − planned (its planned time is fixed in advance).
+A closed-loop request is due the moment its slot freed (the end of the slot's previous request),
+so its lag is slot freed → next send: the client's own turnaround, never the server's time.
 Open-loop send times are precomputed (as vLLM does); unlike vLLM they are not rescaled to make
 N requests span exactly N / rate seconds: the planned times are the Poisson process itself.
 """
@@ -34,6 +39,9 @@ ARRIVALS = ("poisson", "constant")
 # asyncio wakes a timer up to about a millisecond late (epoll counts whole milliseconds), so the
 # sender sleeps until just before a planned time and yields to the loop for the rest.
 _SPIN_S = 0.0015
+
+
+RequestDone = Callable[["Step", int, LoadRequest, Attempt], Any]
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,8 @@ async def _wait_until(t_abs: float) -> None:
 class _StepRun:
     """State of one step, so that an interruption can still hand over what it holds."""
 
-    def __init__(self, step: Step, target: Target, requests: list[LoadRequest], pool: Pool) -> None:
+    def __init__(self, step: Step, target: Target, requests: list[LoadRequest], pool: Pool,
+                 on_request: RequestDone | None = None) -> None:
         if not requests:
             raise ValueError("no requests to send")
         if step.requests is None and step.duration_s is None:
@@ -106,6 +115,7 @@ class _StepRun:
         self.t0 = time.perf_counter()
         self.duration_s = math.nan
         self.pool = pool
+        self.on_request = on_request
         self.headers = {"Content-Type": "application/json", "Accept": "text/event-stream", **dict(target.headers)}
 
     def _next(self) -> tuple[int, LoadRequest] | None:
@@ -138,9 +148,11 @@ class _StepRun:
     def _request_deadline(self, loop: asyncio.AbstractEventLoop) -> float:
         return min(loop.time() + self.target.timeout_s, self.deadline)
 
-    async def _one(self, a: Attempt, body: bytes) -> None:
+    async def _one(self, i: int, req: LoadRequest, a: Attempt) -> None:
         loop = asyncio.get_running_loop()
-        await stream_chat(self.pool, body, self.headers, a, self.t0, self._request_deadline(loop))
+        await stream_chat(self.pool, req.body, self.headers, a, self.t0, self._request_deadline(loop))
+        if self.on_request is not None:  # it ended (not cancelled): hand it over at once
+            self.on_request(self.step, i, req, a)
 
     async def _closed_loop(self, concurrency: int) -> None:
         async def worker() -> None:
@@ -152,9 +164,9 @@ class _StepRun:
                 i, req = nxt
                 a = Attempt(planned_s=planned)
                 self.sent.append((i, req, a))
-                await self._one(a, req.body)
-                # the next request is due the moment this one ended
-                planned = time.perf_counter() - self.t0
+                await self._one(i, req, a)
+                # the next request is due the moment this one ended: its slot freed then
+                planned = a.end_s
 
         tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, self.target.max_inflight))]
         await _gather_or_cancel(tasks)
@@ -165,9 +177,9 @@ class _StepRun:
         bound = asyncio.Semaphore(self.target.max_inflight)
         tasks: list[asyncio.Task] = []
 
-        async def fire(a: Attempt, body: bytes) -> None:
+        async def fire(i: int, req: LoadRequest, a: Attempt) -> None:
             try:
-                await self._one(a, body)
+                await self._one(i, req, a)
             finally:
                 bound.release()
 
@@ -181,7 +193,7 @@ class _StepRun:
                 i, req = nxt
                 a = Attempt(planned_s=float(planned))
                 self.sent.append((i, req, a))
-                tasks.append(asyncio.create_task(fire(a, req.body)))
+                tasks.append(asyncio.create_task(fire(i, req, a)))
         except BaseException:  # Ctrl-C: stop the requests in flight too, keeping what they got
             for t in tasks:
                 t.cancel()
@@ -203,9 +215,12 @@ async def _gather_or_cancel(tasks: list[asyncio.Task]) -> None:
 StepDone = Callable[[Step, list[tuple[int, LoadRequest, Attempt]], float, float], Any]
 
 
-async def run_sweep(steps: list[Step], target: Target, requests: list[LoadRequest], on_step: StepDone) -> None:
+async def run_sweep(steps: list[Step], target: Target, requests: list[LoadRequest], on_step: StepDone,
+                    on_request: RequestDone | None = None) -> None:
     """Run the steps in order; `on_step(step, sent, start_unix, duration_s)` gets each step's
-    requests as it ends, and the interrupted step's requests if the sweep is cancelled.
+    requests as it ends, and the interrupted step's requests if the sweep is cancelled;
+    `on_request(step, i, request, attempt)`, if given, each request the moment it ends (it runs
+    on the event loop: it must return at once).
 
     One connection pool serves the whole sweep, so the warm-up also opens the connections. The
     objects alive now are frozen out of the garbage collector's scans (as vLLM's client does), so
@@ -216,7 +231,7 @@ async def run_sweep(steps: list[Step], target: Target, requests: list[LoadReques
     pool = Pool(Endpoint.parse(chat_url(target.base_url)))
     try:
         for step in steps:
-            run = _StepRun(step, target, requests, pool)
+            run = _StepRun(step, target, requests, pool, on_request)
             try:
                 await run.run()
             finally:

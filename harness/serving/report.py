@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, select_autoescape  # noqa: E402
 
@@ -55,33 +56,60 @@ def _xlabel(mode: str) -> str:
     return "target request rate (requests/s)" if mode == "rate" else "concurrency (requests in flight)"
 
 
+def throughput_axis(throughput: Sequence[float] | pd.Series) -> tuple[float, float]:
+    """The x range of a latency-vs-throughput chart: from 0 to a little past the largest throughput.
+
+    Past saturation every step achieves about the same throughput (5.230–5.240 requests/s), and an
+    axis zoomed to that spread turns a vertical wall of rising latency into a zigzag that reads as
+    noise; from 0, the wall is where it belongs, at the server's capacity, beside the saturation
+    marker. The 15 % margin leaves room for the load labels."""
+    v = pd.to_numeric(pd.Series(list(throughput)), errors="coerce").dropna()
+    v = v[v > 0]
+    hi = float(v.max()) if len(v) else 1.0
+    return 0.0, hi * 1.15
+
+
+def latency_figure(summary: pd.DataFrame, metric: str, title: str, pcols: Sequence[float]) -> plt.Figure:
+    """One latency metric's percentiles against achieved throughput, one point per step, with the
+    saturation point marked; the x axis from `throughput_axis`."""
+    styles, markers = ("-", "--", ":"), ("o", "s", "^")
+    single = summary.groupby(["model", "suite", "mode"]).ngroups == 1
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for colour, label, _, g in _series(summary):
+        for k, (p, ls, mk) in enumerate(zip(pcols, styles, markers, strict=False)):
+            col = f"{metric}_{pname(p)}_ms"
+            # one server: a colour per percentile; several: a colour per server, a line style per percentile
+            c = PALETTE[k] if single else colour
+            ax.plot(g["request_throughput"], g[col], ls, marker=mk, color=c, label=f"p{p:g}" if single else f"{label} p{p:g}")
+        for _, r in g.iterrows():
+            ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_{pname(pcols[-1])}_ms"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)
+        sat = g[g["saturated"]]
+        if not sat.empty:
+            ax.axvline(sat["request_throughput"].iloc[0], color="#555555", ls="-.", lw=1, label="saturation point")
+    ax.set_xlabel("achieved request throughput (requests/s)")
+    ax.set_ylabel(f"{title} (ms)")
+    ax.set_xlim(*throughput_axis(summary["request_throughput"]))
+    tops = summary[[f"{metric}_{pname(p)}_ms" for p in pcols]].to_numpy(dtype=float)
+    top = float(np.nanmax(tops)) if np.isfinite(tops).any() else math.nan
+    if top > 0:  # room above the highest point for its label (flat data would sit on the frame)
+        ax.set_ylim(0, top * 1.12)
+    else:
+        ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title=_series_title(summary) if single else None, title_fontsize=7)
+    return fig
+
+
 def charts(summary: pd.DataFrame, percentiles: Sequence[float]) -> list[dict[str, str]]:
     """[{id, title, caption, uri}] for the report."""
     if summary.empty:
         return []
     out = []
     pcols = [p for p in (50.0, 90.0, 99.0) if p in percentiles] or list(percentiles)[:3]
-    styles, markers = ("-", "--", ":"), ("o", "s", "^")
     single = summary.groupby(["model", "suite", "mode"]).ngroups == 1
     for metric, title in (("ttft", "TTFT"), ("tpot", "TPOT")):
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for colour, label, _, g in _series(summary):
-            for k, (p, ls, mk) in enumerate(zip(pcols, styles, markers, strict=False)):
-                col = f"{metric}_{pname(p)}_ms"
-                # one server: a colour per percentile; several: a colour per server, a line style per percentile
-                c = PALETTE[k] if single else colour
-                ax.plot(g["request_throughput"], g[col], ls, marker=mk, color=c, label=f"p{p:g}" if single else f"{label} p{p:g}")
-            for _, r in g.iterrows():
-                ax.annotate(load_label(r).split()[-1], (r["request_throughput"], r[f"{metric}_{pname(pcols[-1])}_ms"]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=8)
-            sat = g[g["saturated"]]
-            if not sat.empty:
-                ax.axvline(sat["request_throughput"].iloc[0], color="#555555", ls="-.", lw=1, label="saturation point")
-        ax.set_xlabel("achieved request throughput (requests/s)")
-        ax.set_ylabel(f"{title} (ms)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title=_series_title(summary) if single else None, title_fontsize=7)
+        fig = latency_figure(summary, metric, title, pcols)
         out.append({"id": f"{metric}-curve", "title": f"{title} percentiles vs achieved throughput",
                     "caption": f"Each point is one step, labelled with its load (concurrency or target rate); the "
                                f"dash-dot line marks the saturation point. {title} as vLLM defines it.",
@@ -134,6 +162,19 @@ def _f(v: object, d: int = 2) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
 
 
+# Columns of free text, which may wrap in the HTML table (the numbers never do).
+TEXT_COLUMNS = ("errors", "note")
+
+
+def note(r: pd.Series) -> str:
+    """The step's flags: saturation point, client late, a server that ignored max_tokens."""
+    ignored = r.get("max_tokens_note") or ""
+    if ignored and r.get("max_tokens_ignored", 0) and r["max_tokens_ignored"] != r["sent"]:
+        ignored += f" ({r['max_tokens_ignored']} of {r['sent']})"
+    return "; ".join(n for n, on in (("saturation point", r["saturated"]), ("client late", r["client_late"]),
+                                     (ignored, bool(ignored))) if on)
+
+
 def table_rows(summary: pd.DataFrame, percentiles: Sequence[float]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the per-step table (strings, units in the header); the figures a reader
     looks for first come first, so a narrow screen shows them before it scrolls."""
@@ -159,8 +200,7 @@ def table_rows(summary: pd.DataFrame, percentiles: Sequence[float]) -> tuple[lis
         ("in flight", lambda r: _f(r["mean_inflight"])),
         ("lag mean ms", lambda r: _f(r["lag_mean_ms"], 3)),
         ("lag p99 ms", lambda r: _f(r["lag_p99_ms"], 3)),
-        ("note", lambda r: "; ".join(n for n, on in (("saturation point", r["saturated"]),
-                                                      ("client late", r["client_late"])) if on)),
+        ("note", note),
     ]
     return [h for h, _ in cols], [[fn(r) for _, fn in cols] for _, r in summary.iterrows()]
 
@@ -206,7 +246,7 @@ def render(summary: pd.DataFrame, rows: pd.DataFrame, out: Path, *, title: str, 
     if not rows.empty and rows["environment"].iloc[0]:
         environment = json.loads(rows["environment"].iloc[0])
     html = env.get_template("load.html.j2").render(
-        title=title, head=head, cells=cells, charts=charts(summary, percentiles),
+        title=title, head=head, cells=cells, text_columns=TEXT_COLUMNS, charts=charts(summary, percentiles),
         saturation=saturation_text(summary), lag_fraction=f"{LAG_FRACTION:.0%}",
         slo=", ".join(f"{k} ≤ {v * 1e3:g} ms" for k, v in slo.items()) or "none given",
         chunk_rule=chunk_rule, sources=sources, command=command, random_weights=random_weights,

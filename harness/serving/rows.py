@@ -17,9 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LOAD_SCHEMA_VERSION = 1
+from harness.serving.journal import JOURNAL_NAME, read_journal
 
-STATUSES = ("ok", "timeout", "http_error", "bad_stream", "incomplete", "connection_error", "cancelled")
+LOAD_SCHEMA_VERSION = 2
+READABLE_VERSIONS = ("1", "2")
+
+STATUSES = ("ok", "empty", "timeout", "http_error", "bad_stream", "incomplete", "connection_error", "cancelled")
 
 COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("schema_version", pa.int32(), "version of this schema"),
@@ -52,6 +55,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("prompt_tokens", pa.int32(), "usage.prompt_tokens, when the server gave it"),
     ("status", pa.string(), " | ".join(STATUSES)),
     ("error", pa.string(), "what went wrong when status is not ok"),
+    ("note", pa.string(), "what the server did that it should not, with an ok answer too: \"server ignored "
+                          "max_tokens: 64 > 8\" (v2)"),
     ("http_status", pa.int32(), "HTTP status of the answer"),
     ("finish_reason", pa.string(), "stop | length | ..."),
     ("output", pa.string(), "the answer's text"),
@@ -91,18 +96,49 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def is_load_run(d: Path) -> bool:
+    """Whether a directory holds a load run: its rows file, or only the journal of a killed run."""
+    return (Path(d) / FILE_NAME).exists() or (Path(d) / JOURNAL_NAME).exists()
+
+
+def _read_file(p: Path) -> pd.DataFrame:
+    table = pq.read_table(p)
+    version = (table.schema.metadata or {}).get(b"load_schema_version", b"?").decode()
+    if version not in READABLE_VERSIONS:
+        raise LoadSchemaMismatch(f"{p}: load schema version {version}, this harness reads "
+                                 f"{', '.join(READABLE_VERSIONS)}")
+    df = table.to_pandas()
+    if "note" not in df:  # version 1
+        df.insert(df.columns.get_loc("error") + 1, "note", "")
+    return df
+
+
 def read_rows(*paths: Path) -> pd.DataFrame:
-    """Rows of one or several load.parquet files (a run directory stands for its file), concatenated."""
+    """Rows of one or several load runs (a run directory stands for its files), concatenated.
+
+    Finished requests that only the journal holds (the run was killed mid-step) are added to the
+    parquet's rows; their step's duration is then the end of its last finished request."""
     frames = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
             p = p / FILE_NAME
-        table = pq.read_table(p)
-        version = (table.schema.metadata or {}).get(b"load_schema_version", b"?").decode()
-        if version != str(LOAD_SCHEMA_VERSION):
-            raise LoadSchemaMismatch(f"{p}: load schema version {version}, this harness reads {LOAD_SCHEMA_VERSION}")
-        frames.append(table.to_pandas())
+        journal = read_journal(p.with_name(JOURNAL_NAME))
+        if not p.exists() and not journal:
+            raise FileNotFoundError(f"{p}: no load rows here (neither {FILE_NAME} nor {JOURNAL_NAME})")
+        df = _read_file(p) if p.exists() else None
+        if journal:
+            have = set() if df is None else set(zip(df["run_id"], df["step"], df["request_index"], strict=True))
+            extra = [r for r in journal if (r.get("run_id"), r.get("step"), r.get("request_index")) not in have]
+            if extra:
+                j = to_table(extra).to_pandas()
+                # A step cut short by a kill has no recorded duration: its window ends with its
+                # last finished request.
+                last_end = j.groupby(["run_id", "step"])["end_s"].transform("max")
+                j["step_duration_s"] = j["step_duration_s"].fillna(last_end)
+                df = j if df is None else pd.concat([df, j], ignore_index=True)
+        if df is not None:
+            frames.append(df)
     if not frames:
         return pd.DataFrame(columns=[n for n, _, _ in COLUMNS])
     return pd.concat(frames, ignore_index=True)
