@@ -160,6 +160,13 @@ def _ci_cell(values: pd.Series | np.ndarray, unit: str, scale: float = 1.0,
     return Cell.of(fmt(s.mean), f" ± {fmt(half, 2)}", s.mean, title, "noisy" if noisy else ""), s
 
 
+def _blocks(g: pd.DataFrame) -> pd.Series:
+    """Each row's round as one label: run_id/round (rows from before rounds: one round a run)."""
+    run = g["run_id"].fillna("").astype(str) if "run_id" in g else pd.Series("", index=g.index)
+    rnd = g["round"].fillna(0).astype(int).astype(str) if "round" in g else pd.Series("0", index=g.index)
+    return run + "/" + rnd
+
+
 def round_figures(g: pd.DataFrame, col: str, how: str = "mean") -> pd.Series:
     """One figure per round of one model: its requests' mean (or max, for peaks) in that round.
 
@@ -168,20 +175,14 @@ def round_figures(g: pd.DataFrame, col: str, how: str = "mean") -> pd.Series:
     whatever load the machine had then."""
     if col not in g:
         return pd.Series([], dtype=float)
-    keys = pd.DataFrame({"run_id": g["run_id"].fillna("") if "run_id" in g else "",
-                         "round": g["round"].fillna(0).astype(int) if "round" in g else 0,
-                         "v": pd.to_numeric(g[col], errors="coerce").astype(float)})
-    keys = keys.dropna(subset=["v"])
-    if keys.empty:
-        return pd.Series([], dtype=float)
-    return keys.groupby(["run_id", "round"])["v"].agg(how)
+    v = pd.Series(pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float), index=_block_labels(g))
+    v = v.dropna()
+    return v.groupby(level=0, sort=True).agg(how) if not v.empty else pd.Series([], dtype=float)
 
 
-def _blocks(g: pd.DataFrame) -> pd.Series:
-    """Each row's round as one label: run_id/round (rows from before rounds: one round a run)."""
-    run = g["run_id"].fillna("").astype(str) if "run_id" in g else pd.Series("", index=g.index)
-    rnd = g["round"].fillna(0).astype(int).astype(str) if "round" in g else pd.Series("0", index=g.index)
-    return run + "/" + rnd
+def _block_labels(g: pd.DataFrame) -> np.ndarray:
+    """_blocks as a plain array: grouping a float array by it is cheap, a frame is not."""
+    return _blocks(g).to_numpy(dtype=object)
 
 
 def sample_figures(g: pd.DataFrame, col: str, scale: float = 1.0) -> pd.Series:
@@ -189,7 +190,7 @@ def sample_figures(g: pd.DataFrame, col: str, scale: float = 1.0) -> pd.Series:
     harness.core.stats.compare_rounds pairs sample by sample within each round."""
     if col not in g:
         return pd.Series([], dtype=float)
-    idx = pd.MultiIndex.from_arrays([_blocks(g), g["suite"].astype(str) if "suite" in g else "",
+    idx = pd.MultiIndex.from_arrays([_block_labels(g), g["suite"].astype(str) if "suite" in g else "",
                                      g["sample_id"].astype(str), g["repeat"].fillna(0).astype(int)
                                      if "repeat" in g else 0], names=["round", "suite", "sample_id", "repeat"])
     v = pd.Series(pd.to_numeric(g[col], errors="coerce").astype(float).to_numpy() * scale, index=idx)
@@ -203,8 +204,8 @@ def rounds_disagree(g: pd.DataFrame, col: str) -> float:
 
     if col not in g:
         return math.nan
-    v = pd.to_numeric(g[col], errors="coerce").astype(float)
-    groups = [x.dropna().to_numpy() for _, x in v.groupby(_blocks(g))]
+    v = pd.Series(pd.to_numeric(g[col], errors="coerce").to_numpy(dtype=float), index=_block_labels(g))
+    groups = [x.dropna().to_numpy() for _, x in v.groupby(level=0)]
     groups = [x for x in groups if len(x) >= 2]
     if len(groups) < 2 or all(np.all(x == x[0]) for x in groups):
         return math.nan
