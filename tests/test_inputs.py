@@ -89,3 +89,40 @@ def test_a_bad_suite_beside_good_ones_is_exit_2_after_the_rest_ran(fixtures_root
     assert "rows:    1 error, 2 ok" in r.stdout
     errors = [ln for ln in r.stderr.splitlines() if "error" in ln]
     assert len(errors) == 1 and str(bad) in errors[0] and "not UTF-8" in errors[0]
+
+
+def test_a_bare_string_is_one_answer_and_a_missing_answer_is_refused(tmp_path, monkeypatch):
+    # One rule wherever a sample or a stored row is built (harness.core.records.text_items): a
+    # bare string is one item, never its characters; None or NaN inside the list is refused.
+    from harness.core.records import Sample
+    from harness.core.schema import to_table
+    from harness.judge.scoring import sample_of, score_row
+    from harness.metrics import score
+    from harness.suites import SOURCES, RawSample, SuiteDef, materialise
+
+    s = Sample("s", "1", "photo.png", "q", "yes", "c", "exact_match", 8, keywords="cat")
+    assert s.answers == ("yes",) and s.images == ("photo.png",) and s.keywords == ("cat",)
+    assert score("y", s) == 0.0 and score("yes", s) == 1.0  # "y" matched the answer's first letter
+    assert Sample("s", "1", (), "q", [3, "three"], "c", "exact_match", 8).answers == ("3", "three")
+    for bad in ([None], ["yes", float("nan")]):
+        with pytest.raises(ValueError, match=r"sample '1': answers\[\d\] is (None|NaN)") as e:
+            Sample("s", "1", (), "q", bad, "c", "vqa_accuracy", 8)
+        assert "\n" not in str(e.value)
+
+    # A hand-built row: stored whole, scored whole; a missing answer is the row's scoring error,
+    # not "None" normalised to "0" and scored right.
+    row = {"status": "ok", "metric": "exact_match", "answers": "yes", "output": "y"}
+    assert to_table([{"status": "ok", "answers": "yes"}]).column("answers").to_pylist() == [["yes"]]
+    assert sample_of(row).answers == ("yes",) and score_row(row)["score"] == 0.0
+    got = score_row({"status": "ok", "metric": "vqa_accuracy", "answers": [None], "output": "0"})
+    assert got["score"] is None and "answers[0] is None" in got["error"]
+
+    # A suite source that hands back a bare string: one answer, hashed as one.
+    SOURCES.names()
+    monkeypatch.setitem(SOURCES._items, "bare-answers", lambda defn, workdir: [
+        RawSample("a", (), "q", "yes", "c"), RawSample("b", (), "q", ["no", None], "c")][: defn.samples])
+    defn = SuiteDef("bare", "synthetic", "bare-answers", "exact_match", "{question}", 8, 1, 0)
+    assert materialise(defn, tmp_path / "one").samples[0].answers == ("yes",)
+    with pytest.raises(SuiteError, match=r"sample 'b': answers\[1\] is None"):
+        materialise(SuiteDef("bare", "synthetic", "bare-answers", "exact_match", "{question}", 8, 2, 0),
+                    tmp_path / "two")

@@ -162,6 +162,25 @@ def test_anls_agrees_with_lmms_eval():
     _check("anls", cases, lambda p, a: fn(p, sample(a, "anls")), ref.anls_score)
 
 
+def test_anls_agrees_with_lmms_eval_when_the_lengths_differ_around_half():
+    # ANLS skips the edit distance where the length difference alone rules out 0.5; around that
+    # boundary (difference just under, at and over half the longer string, raw spaces included)
+    # the scores must stay the reference's.
+    rng = random.Random(5)
+    cases = []
+    for _ in range(N):
+        answer = phrase(rng, 3) or "a"
+        n = len(" ".join(answer.strip().lower().split()))
+        extra = max(0, n + rng.randint(-2, 2))
+        filler = "".join(rng.choice("ab x") for _ in range(extra))
+        pred = rng.choice([answer + filler, filler + answer, filler, edit(rng, answer, 2) + filler])
+        answers = [answer] if rng.random() < 0.7 else [answer, phrase(rng, 2)]
+        cases.append((pred, answers) if rng.random() < 0.8 else (answers[0], [pred]))
+    fn = METRICS.get("anls").fn
+    rate, differ = agreement(cases, lambda p, a: fn(p, sample(a, "anls")), ref.anls_score)
+    assert rate == 1.0, f"anls with lengths apart: first differences: {differ[:5]}"
+
+
 # -- Relaxed accuracy ---------------------------------------------------------------------------
 def number_text(rng: random.Random, value: float) -> str:
     forms = [

@@ -376,6 +376,26 @@ def test_anls_disagreement_class_boundary_and_raw_length():
     assert anls_of("", [""]) == 1.0
 
 
+def test_anls_skips_the_edit_distance_when_the_lengths_alone_rule_out_the_threshold(monkeypatch):
+    # The distance is at least the length difference, so once that difference is more than half
+    # the longer string, 1 - NL < 0.5 and the question scores 0 whatever the distance: a
+    # 100,000-character output against a 100-character answer filled a 100 x 100,000 table (3.5 s).
+    import harness.metrics.anls as anls_module
+
+    computed = []
+    real = anls_module.levenshtein
+    monkeypatch.setattr(anls_module, "levenshtein", lambda a, b: computed.append((len(a), len(b))) or real(a, b))
+    answer = "the quick brown fox " * 5
+    assert anls_of("x" * 100_000, [answer]) == 0.0 and computed == []
+    assert anls_of(answer + "x" * 100_000, [answer]) == 0.0 and computed == []
+    # Exactly half the longer string apart can still keep 0.5: that distance is computed.
+    assert anls_of("abab", ["ab"]) == 0.5 and computed == [(2, 4)]
+    # Several answers: the one too short is skipped, the close one still scores.
+    computed.clear()
+    assert anls_of("invoice 2024", ["x", "invoice 2O24"]) == pytest.approx(1 - 1 / 12)
+    assert computed == [(12, 12)]
+
+
 @pytest.mark.parametrize(
     "pred, gold, ok",
     [

@@ -175,11 +175,14 @@ def test_report_md_stays_under_the_comment_limit_for_any_run():
             for i in range(2000)]
     speed_cols = [Column("decode_tps", "Decode", "tok/s")]
     speed_rows = [ModelRow(r.model, "model", "", "", "", {"decode_tps": Cell("925 ± 13")}) for r in rows]
+    messages = [{"count": 1, "models": r.model, "error": "x" * 5000} for r in rows]
     md = render_md(SimpleNamespace(title="t", facts="f", notes=[], verdicts=[], speed_columns=speed_cols,
                                    speed_rows=speed_rows, acc_columns=cols, acc_rows=rows, acc_caption="",
-                                   speed_caption=""))
+                                   speed_caption="", n_errors=len(rows), error_messages=messages,
+                                   n_error_messages=len(messages)))
     assert len(md) <= LIMIT < 65_000
     assert "per-suite column(s) left out" in md and "model row(s) left out" in md
+    assert f"## Errors ({len(rows)})" in md and "more distinct message(s)" in md
 
 
 def test_history_keeps_suites_whose_sample_ids_collide_apart():
@@ -422,3 +425,51 @@ def test_run_card_device_comes_from_the_rows_environment_columns(tmp_path):
     env = dict(environment(rows))
     assert env["device_name"] == facts["Chip or GPU"]
     assert int(env["device_memory_bytes"]) / 1e9 == pytest.approx(150.75, abs=0.005)
+
+
+def test_report_md_lists_the_distinct_error_messages_with_counts(tmp_path):
+    # A run whose every row failed: report.md said "8 error" and nothing else, while the HTML
+    # listed each message.
+    oom = "MemoryError: the model needs 17.2 GB, 12.0 GB free; use a 4-bit checkpoint"
+    rows = [{"run_id": "r", "model": "big", "suite": "natural", "suite_hash": "h", "sample_id": str(i), "repeat": 0,
+             "status": "error", "error": oom if i < 6 else "timeout after 600 s | worker restarted",
+             "recorded_at": datetime.now(UTC)} for i in range(8)]
+    store = ResultsStore(tmp_path / "run")
+    store.append(rows)
+    out = render(store.read(), tmp_path / "report.html")
+    md, page = markdown_path(out).read_text(), out.read_text()
+    errors = md.split("## Errors (8)")[1]
+    assert f"| 6 | big | {oom} |" in errors
+    assert "| 2 | big | timeout after 600 s \\| worker restarted |" in errors
+    assert errors.index(oom) < errors.index("timeout after")  # the commonest first
+    assert 'id="error-messages"' in page and html.escape(oom) in page
+
+
+def test_report_md_error_list_stays_bounded(tmp_path):
+    rows = [{"run_id": "r", "model": "m", "suite": "s", "suite_hash": "h", "sample_id": str(i), "repeat": 0,
+             "status": "error", "error": f"failure number {i} " + "x" * 2000, "recorded_at": datetime.now(UTC)}
+            for i in range(500)]
+    store = ResultsStore(tmp_path / "run")
+    store.append(rows)
+    from harness.report.page import build_page
+
+    page = build_page(store.read(), tmp_path / "report.html")
+    md = render_md(page)
+    assert len(md) <= LIMIT and "## Errors (500)" in md and "more distinct message" in md
+
+
+def test_the_random_weights_banner_says_each_fixtures_size(tmp_path):
+    # A full-size preset is random weights too, but no "tiny checkpoint": the banner gives sizes.
+    rows = []
+    for model, size in (("qwen2.5-vl-7b", 16_582_831_184), ("fixture-smolvlm", 9_437_184)):
+        for i in range(3):
+            rows.append({"run_id": "r", "model": model, "random_weights": True, "model_size_bytes": size,
+                         "suite": "natural", "suite_kind": "natural", "suite_hash": "h", "sample_id": str(i),
+                         "category": "c", "repeat": 0, "status": "ok", "metric": "exact_match", "score": 0.0,
+                         "decode_tps": 10.0, "ttft_s": 0.1, "recorded_at": datetime.now(UTC)})
+    out = render(pd.DataFrame(rows), tmp_path / "report.html")
+    banner = text_of(out.read_text().split('id="random-banner"')[1].split("</div>")[0])
+    assert "tiny" not in banner and "random weights" in banner
+    assert "qwen2.5-vl-7b: 16.6 GB" in banner and "fixture-smolvlm: 9.44 MB" in banner
+    note = next(n for n in markdown_path(out).read_text().split("\n\n") if "random weights" in n)
+    assert "tiny" not in note and "qwen2.5-vl-7b: 16.6 GB" in note and "fixture-smolvlm: 9.44 MB" in note

@@ -3,12 +3,52 @@ earlier stage measured; plain fields, so they pickle to a worker process and bac
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
+from typing import Any
+
+# The fields of a Sample that are lists of text; `text_items` reads each of them.
+TEXT_LISTS = ("images", "answers", "keywords", "choices", "turns")
+
+
+def text_items(value: Any, name: str = "answers") -> tuple[str, ...]:
+    """A list-of-text field (answers, keywords, choices, turns, images) by one rule.
+
+    Missing (None or NaN) is no items; a bare string is ONE item (never its characters: tuple("yes")
+    would be three answers, "y", "e" and "s"); a list, tuple or array gives its items, each a
+    string, or a number or path converted to its text. An item that is None or NaN (or of another
+    type) is refused with a ValueError naming `name` and the index: str(None) would be the answer
+    "None", which VQA normalisation turns into "0"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays, as parquet reads lists
+        value = value.tolist()
+    if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} is a {type(value).__name__}; give a list of strings (a bare string is one item)")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, str):
+            out.append(v)
+        elif v is None or (isinstance(v, float) and math.isnan(v)):
+            raise ValueError(f"{name}[{i}] is {'None' if v is None else 'NaN'}; every item must be text: "
+                             "leave a missing one out of the list")
+        elif isinstance(v, (int, float, os.PathLike)) and not isinstance(v, bool):
+            out.append(os.fspath(v) if isinstance(v, os.PathLike) else str(v))
+        else:
+            raise ValueError(f"{name}[{i}] is a {type(v).__name__} ({v!r}); every item must be text")
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One question about one or more images, with the answers that score it."""
+    """One question about one or more images, with the answers that score it.
+
+    images, answers, keywords, choices and turns are read by `text_items` when the Sample is
+    built, whoever builds it (a suite source, a user's code, a stored row being scored): a bare
+    string is one item, a None or NaN item is a ValueError naming the sample and the field."""
 
     suite: str
     id: str
@@ -23,6 +63,17 @@ class Sample:
     # Follow-up user messages after `prompt`, each sent with the model's own earlier answers
     # as the history; `answers` score the last turn.
     turns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in TEXT_LISTS:
+            value = getattr(self, name)
+            if type(value) is tuple and all(type(v) is str for v in value):
+                continue  # already the rule's result: the common case costs one pass
+            try:
+                items = text_items(value, name)
+            except ValueError as e:
+                raise ValueError(f"sample {self.id!r}: {e}") from None
+            object.__setattr__(self, name, items)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
 
 SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS], metadata={"vlm_harness_schema": str(SCHEMA_VERSION)})
 NAMES = [n for n, _, _ in COLUMNS]
+TEXT_LISTS = tuple(n for n, t, _ in COLUMNS if t == pa.list_(pa.string()))
 DESCRIPTIONS = {n: d for n, _, d in COLUMNS}
 
 # A sample is measured once per (model, suite, suite_hash, sample, repeat): the resume key.
@@ -150,6 +151,9 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("status") not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {row.get('status')!r}")
     out = {n: _clean(row.get(n)) for n in NAMES}
+    for n in TEXT_LISTS:  # a bare string is one item (harness.core.records.text_items): Arrow would split it
+        if isinstance(out[n], str):
+            out[n] = [out[n]]
     out["schema_version"] = SCHEMA_VERSION
     return out
 

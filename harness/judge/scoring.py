@@ -20,20 +20,16 @@ from harness import metrics
 from harness.core.records import Sample
 
 
-def _seq(value: Any) -> tuple[str, ...]:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ()
-    return tuple(str(v) for v in value)
-
-
 def sample_of(row: Mapping[str, Any]) -> Sample:
-    """The parts of a Sample a metric reads, rebuilt from a results row."""
+    """The parts of a Sample a metric reads, rebuilt from a results row. The list fields go
+    through the Sample's one rule (harness.core.records.text_items): a bare string is one answer,
+    a None in a list is a ValueError, never the answer "None"."""
     return Sample(
-        suite=str(row.get("suite") or ""), id=str(row.get("sample_id") or ""), images=_seq(row.get("images")),
-        prompt=str(row.get("prompt") or ""), answers=_seq(row.get("answers")),
+        suite=str(row.get("suite") or ""), id=str(row.get("sample_id") or ""), images=row.get("images"),
+        prompt=str(row.get("prompt") or ""), answers=row.get("answers"),
         category=str(row.get("category") or ""), metric=str(row.get("metric") or ""),
-        max_tokens=int(row.get("max_tokens") or 0), keywords=_seq(row.get("keywords")),
-        choices=_seq(row.get("choices")), turns=_seq(row.get("turns")),
+        max_tokens=int(row.get("max_tokens") or 0), keywords=row.get("keywords"),
+        choices=row.get("choices"), turns=row.get("turns"),
     )
 
 
@@ -49,7 +45,10 @@ def score_row(row: Mapping[str, Any]) -> dict[str, Any]:
     Rows that are not ok, or have no metric, are not scored (an empty dict)."""
     if row.get("status") != "ok" or not row.get("metric"):
         return {}
-    sample = sample_of(row)
+    try:
+        sample = sample_of(row)
+    except ValueError as e:  # the row's own answers are malformed: an error on the row, the run goes on
+        return {"score": None, "metric_version": metric_version(str(row["metric"])), "error": f"scoring failed: {e}"}
     try:
         value = metrics.score(str(row.get("output") or ""), sample)
     except Exception as e:  # a metric bug must never lose the measurement

@@ -13,6 +13,8 @@ from typing import Any
 from harness.report.tables import Column, ModelRow, label
 
 LIMIT = 60_000
+MD_MESSAGES = 20  # distinct error messages report.md lists; report.html has up to page.MAX_MESSAGES
+MD_MESSAGE_CHARS = 600  # a traceback-long message is cut; report.html has it whole
 
 
 def cell(text: str) -> str:
@@ -54,6 +56,21 @@ def render_md(page: Any) -> str:
             [[label(r.model, r.role)] + [r.cells[c.key].text if c.key in r.cells else "–" for c in cols]
              for r in rows], "l" + "r" * len(cols)) + [""]
 
+    def errors() -> list[str]:
+        # The distinct messages with their counts: a run whose every row failed says why here too.
+        if not page.n_errors:
+            return []
+        shown = page.error_messages[:MD_MESSAGES]
+        out = [f"## Errors ({page.n_errors})", "", "Distinct messages, the commonest first; report.html lists every row.",
+               ""] + table(["Rows", "Model", "Error"],
+                           [[str(e["count"]), e["models"], e["error"] if len(e["error"]) <= MD_MESSAGE_CHARS
+                             else e["error"][:MD_MESSAGE_CHARS] + "…"] for e in shown], "rll") + [""]
+        if page.n_error_messages > len(shown):
+            out += [f"*{page.n_error_messages - len(shown)} more distinct message(s); report.html lists them.*", ""]
+        return out
+
+    error_lines = errors()
+
     def build(n_rows: int, cols: Sequence[Column]) -> str:
         parts = head + summary + speed(speed_rows[:n_rows]) + accuracy(acc_rows[:n_rows], cols)
         cut = max(len(speed_rows), len(acc_rows)) - n_rows
@@ -63,6 +80,8 @@ def render_md(page: Any) -> str:
                          "report.html has them.*")
         if cut > 0:
             parts.append(f"*{cut} model row(s) left out to stay under GitHub's comment limit; report.html has them.*")
+        if error_lines:
+            parts += ([""] if dropped or cut > 0 else []) + error_lines
         return "\n".join(parts) + "\n"
 
     n = max(len(speed_rows), len(acc_rows))

@@ -193,6 +193,51 @@ def accuracy_section(acc: pd.DataFrame, kinds: dict[str, str], role_of: dict[str
 
 
 
+MAX_MESSAGES = 200  # distinct error messages the page keeps (the commonest); the parquet has every row
+
+
+def error_messages(errors: pd.DataFrame) -> tuple[list[dict], int]:
+    """The distinct error messages of the error rows, the commonest first, each with its count and
+    the models it came from; and how many distinct messages there are in all."""
+    if errors.empty:
+        return [], 0
+    text = errors["error"].fillna("").astype(str).str.strip() if "error" in errors else pd.Series("", errors.index)
+    text = text.where(text != "", "(no message)")
+    model = errors["model"].astype(str) if "model" in errors else pd.Series("", errors.index)
+    counts = text.value_counts()
+    table = pd.DataFrame({"error": counts.index, "n": counts.to_numpy()})
+    kept = table.sort_values(["n", "error"], ascending=[False, True])["error"].head(MAX_MESSAGES).tolist()
+    # Models only for the messages kept: 100,000 distinct messages cost one count, not 100,000 joins.
+    pairs = pd.DataFrame({"error": text, "model": model})
+    pairs = pairs[pairs["error"].isin(kept)].drop_duplicates().sort_values("model")
+    models = pairs.groupby("error")["model"].agg(", ".join)
+    return [{"count": int(counts[e]), "models": models[e], "error": e} for e in kept], len(counts)
+
+
+def size_text(n_bytes: float) -> str:
+    """A checkpoint's size on disk in decimal units, three figures: 16.6 GB, 9.44 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{fmt(n_bytes / scale)} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+def random_weight_sizes(df: pd.DataFrame, role_of: dict[str, str]) -> list[tuple[str, str]]:
+    """(model, size) of each random-weight model: on disk from model_size_bytes, with the
+    parameter count where the rows carry params_b. A 7B preset is random weights too, not a
+    tiny checkpoint, and the banner says which is which."""
+    out = []
+    for model in sorted(m for m, r in role_of.items() if r == FIXTURE):
+        rows = df[df["model"] == model]
+        size = rows["model_size_bytes"].dropna() if "model_size_bytes" in rows else pd.Series([], dtype=float)
+        params = rows["params_b"].dropna() if "params_b" in rows else pd.Series([], dtype=float)
+        parts = [f"{size_text(float(size.iloc[0]))} on disk"] if not size.empty else ["size not recorded"]
+        if not params.empty:
+            parts.append(f"{fmt(float(params.iloc[0]))} B parameters")
+        out.append((model, ", ".join(parts)))
+    return out
+
+
 @dataclass(frozen=True)
 class Page:
     """What the report shows. Field names are the template's names for them."""
@@ -226,6 +271,9 @@ class Page:
     gallery: dict
     errors: list[dict]
     n_errors: int
+    error_messages: list[dict]  # distinct messages, commonest first: count, models, error
+    n_error_messages: int
+    random_sizes: list[tuple[str, str]]  # (model, size on disk [, parameters]) of each random-weight model
     runcard: list
     environment: Any
     runs: list[str]
@@ -271,10 +319,14 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
              + (f" and {len(order) - 6} more" if len(order) > 6 else "") + ".")
     any_random = FIXTURE in role_of.values()
     any_reference = REFERENCE in role_of.values()
+    random_sizes = random_weight_sizes(df, role_of) if any_random else []
+    messages, n_messages = error_messages(errors)
     notes = []
     if any_random:
-        notes.append("Models marked (random weights) are random-weight fixtures: they measure the harness and each "
-                     "architecture's speed, never a model's quality; they never win an accuracy question.")
+        notes.append("Models marked (random weights) have random weights the harness built offline in a real "
+                     f"architecture's shapes ({'; '.join(f'{m}: {size}' for m, size in random_sizes)}): they "
+                     "measure the harness and each architecture's speed and memory at that size, never a model's "
+                     "quality; they never win an accuracy question.")
     if any_reference:
         notes.append("The reference canary is the harness's own tiny trained model: its accuracy is a pipeline "
                      "check, not a contender.")
@@ -313,6 +365,9 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
         gallery=gallery.gallery(full),
         errors=errors.head(200).to_dict("records"),
         n_errors=len(errors),
+        error_messages=messages,
+        n_error_messages=n_messages,
+        random_sizes=random_sizes,
         runcard=runcard.card(full, out, dirs),
         environment=environment(full),
         runs=order,

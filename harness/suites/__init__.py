@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.paths import cache_dir, suites_dir
-from harness.core.records import Sample
+from harness.core.records import Sample, text_items
 from harness.core.registry import Registry, UnknownNameError
 from harness.core.tomlfile import read_toml
 
@@ -242,6 +242,11 @@ def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
         if r.id in seen:
             raise SuiteError(f"{defn.path}: duplicate sample id {r.id!r}")
         seen.add(r.id)
+        try:  # the Sample's rule (a bare string is one answer, None refused), before the hash reads them
+            r = replace(r, answers=text_items(r.answers, "answers"), keywords=text_items(r.keywords, "keywords"),
+                        choices=text_items(r.choices, "choices"), turns=text_items(r.turns, "turns"))
+        except ValueError as e:
+            raise SuiteError(f"{defn.path}: sample {r.id!r}: {e}") from None
         if not r.answers:
             raise SuiteError(f"{defn.path}: sample {r.id!r} has no answer")
         digests = [_file_digest(p) if p.exists() else "missing" for p in r.images]

@@ -56,8 +56,8 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
             raise SuiteError(f"{image}: sha256 differs from {manifest_path}; restore the file from the repository")
         out.append(
             RawSample(
-                id=q["id"], images=(image,), question=q["question"], answers=tuple(q["answers"]),
-                category=q["kind"], metric=q.get("metric"), keywords=tuple(q.get("keywords", ())),
+                id=q["id"], images=(image,), question=q["question"], answers=q["answers"],
+                category=q["kind"], metric=q.get("metric"), keywords=q.get("keywords", ()),
             )
         )
     # Round-robin over images (each image's first question, then each image's second, ...) so
