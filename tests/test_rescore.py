@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.core.schema import SCHEMA_VERSION
 from harness.judge import scoring
 from harness.judge.accuracy import accuracy_table
 from harness.results.store import read_results
@@ -22,8 +23,9 @@ V1_RUN = REPO / "tests" / "data" / "v1-run"  # written by vlm-harness 0.1.0 (res
 
 def test_a_previous_release_run_is_read_through_the_migration():
     df = read_results(V1_RUN)
-    assert len(df) == 12 and (df["schema_version"] == 2).all()
+    assert len(df) == 12 and (df["schema_version"] == SCHEMA_VERSION).all()
     assert set(df["model_role"]) == {"fixture", "reference"}
+    assert (df["mode"] == "latency").all()  # every row before v3 was generated one at a time
     assert df["keywords"].isna().all()  # v1 did not store them: null, not invented
 
 

@@ -32,7 +32,15 @@ def _v1_to_v2(table: pa.Table) -> pa.Table:
     return table.append_column("model_role", role)
 
 
-STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2}
+def _v2_to_v3(table: pa.Table) -> pa.Table:
+    # Before v3 every row was generated one request at a time: mode follows from that. Batch,
+    # pass, cache and answer-check columns were not recorded: null.
+    if "mode" in table.column_names:
+        return table
+    return table.append_column("mode", pa.array(["latency"] * len(table), pa.string()))
+
+
+STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(table: pa.Table, version: int, source: str = "") -> pa.Table:

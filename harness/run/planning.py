@@ -26,6 +26,12 @@ class Settings:
     reuse_prefix: bool = False
     adapter: str | None = None  # run every model through this adapter instead of its own
     base_url: str = ""
+    # Accuracy mode (harness/run/batched.py): answers at the machine's throughput, no per-request timing.
+    mode: str = "latency"  # latency | accuracy
+    batch_size: int | None = None  # None: what the free memory holds
+    concurrency: int = 4  # requests in flight, for adapters that send requests
+    verify: int = 0  # batched answers per model also generated alone, to check them
+    cache: bool = True  # read and write the response cache (harness/run/response_cache.py)
 
 
 @dataclass(frozen=True)
