@@ -177,9 +177,13 @@ def generate_loop(model: str, suites: list[str], limit: int, max_tokens: int | N
 
 
 def _gpu_suite(out: Path, samples: int) -> str:
+    # 504 px: 224 and 448 px images crash MLX-CUDA 0.32.4 in Qwen2.5-VL's vision tower (empty
+    # attention windows; reports/evidence/h200-mlx-cuda/).
     path = out / "synthetic-shapes-gpu.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'name = "synthetic-shapes-{samples}"\ninclude = "synthetic-shapes"\nsamples = {samples}\n')
+    base = REPO / "suites" / "synthetic-shapes.toml"
+    path.write_text(f'name = "synthetic-shapes-504-{samples}"\ninclude = "{base}"\nsamples = {samples}\n'
+                    "[params]\nsize = 504\n")
     return str(path)
 
 
