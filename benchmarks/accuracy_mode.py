@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
-from harness.throughput import pass_table  # noqa: E402
+from harness.judge.throughput import pass_table  # noqa: E402
 
 
 def _latency_pass(df: pd.DataFrame) -> tuple[int, float]:

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from harness.accuracy import accuracy_table
-from harness.records import Sample
+from harness.core.records import Sample
+from harness.judge.accuracy import accuracy_table
 from harness.suites import load_suite
 from harness.tester import VLMTester
 
@@ -68,7 +68,7 @@ def test_accuracy_rows_record_mode_batch_pass_and_fallbacks(both_paths):
     assert accuracy["pass_generated_tokens"].max() == accuracy["generated_tokens"].sum()
     # --verify 2: two batched answers generated alone as well, and found the same.
     assert accuracy["answer_check"].value_counts().to_dict() == {"same": 2}
-    from harness.throughput import pass_table
+    from harness.judge.throughput import pass_table
 
     p = pass_table(accuracy).iloc[0]
     assert p.samples == len(accuracy) and p.samples_per_s > 0 and p.tokens_per_s > 0 and p.checked == 2
@@ -105,7 +105,7 @@ def test_a_second_accuracy_run_comes_from_the_cache_and_a_changed_setting_misses
 
 
 def test_no_cache_neither_reads_nor_writes(fixtures_root, tmp_path):
-    from harness.response_cache import ResponseCache
+    from harness.run.response_cache import ResponseCache
 
     _runs(tmp_path, mode="accuracy", limit=2, cache=False, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
     assert not (tmp_path / "cache.sqlite").exists()
@@ -120,7 +120,7 @@ def test_no_cache_neither_reads_nor_writes(fixtures_root, tmp_path):
 def test_a_latency_run_measures_and_flags_an_answer_that_differs_from_the_cache(fixtures_root, tmp_path):
     first = _runs(tmp_path, limit=3, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
     assert first["answer_check"].isna().all()  # nothing to compare with yet; now cached
-    from harness.response_cache import ResponseCache
+    from harness.run.response_cache import ResponseCache
 
     cache = ResponseCache(tmp_path / "cache.sqlite")
     key, entry = cache._db.execute("SELECT key, entry FROM answers LIMIT 1").fetchone()
@@ -131,14 +131,14 @@ def test_a_latency_run_measures_and_flags_an_answer_that_differs_from_the_cache(
     assert second["ttft_s"].notna().all() and (~second["cache_hit"]).all()  # still measured
     assert second["answer_check"].value_counts().to_dict() == {"same": 2, "differs": 1}
     assert second.loc[second["answer_check"] == "differs", "answer_check_output"].tolist() == ["a planted answer"]
-    from harness.throughput import summary_lines
+    from harness.judge.throughput import summary_lines
 
     assert any("a planted answer" in line for line in summary_lines(second))
 
 
 def test_the_key_covers_what_determines_an_answer(fixtures_root, tmp_path):
     from harness.models import resolve
-    from harness.response_cache import ResponseCache, identity, request_key
+    from harness.run.response_cache import ResponseCache, identity, request_key
 
     cache = ResponseCache(tmp_path / "c.sqlite")
     spec = resolve(QWEN)
@@ -161,7 +161,7 @@ def test_the_key_covers_what_determines_an_answer(fixtures_root, tmp_path):
 
 
 def test_accuracy_rows_never_reach_the_speed_table_or_the_gate(both_paths, tmp_path):
-    from harness.gate import compare
+    from harness.gate.compare import compare
     from harness.report import render
 
     latency, accuracy = both_paths
@@ -172,8 +172,8 @@ def test_accuracy_rows_never_reach_the_speed_table_or_the_gate(both_paths, tmp_p
     assert not result.regressions, [f.metric for f in result.regressions]
     html = render(both, tmp_path / "report.html").read_text()
     assert "Accuracy passes (throughput)" in html and "99.0" not in html.split('id="speed-table"')[1].split("</table>")[0]
+    from harness.judge.throughput import latency_rows
     from harness.report.tables import speed_table
-    from harness.throughput import latency_rows
 
     _, rows, _, _ = speed_table(latency_rows(both))
     _, rows_latency, _, _ = speed_table(latency)
@@ -181,7 +181,7 @@ def test_accuracy_rows_never_reach_the_speed_table_or_the_gate(both_paths, tmp_p
 
 
 def test_the_memory_picks_the_batch_size():
-    from harness import memory_safety
+    from harness.measure import memory_safety
 
     config = {"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "hidden_size": 3584,
               "torch_dtype": "bfloat16"}
@@ -227,8 +227,8 @@ class _Counting(BaseHTTPRequestHandler):
 
 def test_the_openai_adapter_keeps_the_requests_in_flight_bounded(tmp_path):
     from harness.adapters.openai import OpenAIAdapter
-    from harness.batched import BatchedWorkload
     from harness.models import ModelSpec
+    from harness.run.batched import BatchedWorkload
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
     srv.lock, srv.now, srv.most = threading.Lock(), 0, 0
