@@ -1,7 +1,7 @@
 """The accuracy mode's figures: throughput against today's one-at-a-time run, identical answers,
 the response cache, and concurrent requests to a real server.
 
-    python benchmarks/accuracy_mode.py                  # CPU fixtures, every part (~10 min on 2 cores)
+    python benchmarks/accuracy_mode.py                  # CPU fixtures, every part (~15 min on 2 cores)
     python benchmarks/accuracy_mode.py --gpu-7b         # the 7B preset, bf16, on a GPU (see --help)
 
 Parts (each printed as a table, and all of it as JSON with --json FILE):

@@ -1,5 +1,5 @@
 """The accuracy mode's figures under `nox -s perf` (benchmarks/accuracy_mode.py has the parts and
-runs on its own too; about 10 minutes on a shared 2-core machine: `nox -s perf -- -k overhead`
+runs on its own too; about 15 minutes on a shared 2-core machine: `nox -s perf -- -k overhead`
 leaves it out). Printed, not asserted: the targets are read from the output."""
 
 from __future__ import annotations
