@@ -51,7 +51,10 @@ def gate(session: nox.Session) -> None:
 @nox.session
 def perf(session: nox.Session) -> None:
     """The harness's own cost: the same samples through the harness, a bare mlx_vlm loop and one
-    `python -m mlx_vlm.generate` per sample; prints overhead and speed-up with spread (~1 min)."""
+    `python -m mlx_vlm.generate` per sample; prints overhead and speed-up with spread (~1 min).
+    Then the accuracy mode's figures (benchmarks/accuracy_mode.py: throughput against the
+    one-at-a-time run, identical answers, the response cache, a server at 4 in flight; ~15 min
+    on 2 cores; `-- -k overhead` leaves them out)."""
     session.install("-e", ".[test]")
     session.run("pytest", "benchmarks", "--benchmark-only", "-p", "no:cacheprovider", *session.posargs)
 

@@ -26,6 +26,7 @@ def test_a_previous_release_run_is_read_through_the_migration():
     assert len(df) == 12 and (df["schema_version"] == SCHEMA_VERSION).all()
     assert (df["round"] == 0).all()  # one pass: a single round
     assert set(df["model_role"]) == {"fixture", "reference"}
+    assert (df["mode"] == "latency").all()  # every row before v3 was generated one at a time
     assert df["keywords"].isna().all()  # v1 did not store them: null, not invented
 
 

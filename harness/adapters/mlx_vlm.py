@@ -21,6 +21,7 @@ from harness.models import ModelError, ModelSpec, Option
 # mlx_vlm raises this for architectures whose chat formatting takes one image only.
 _SINGLE_IMAGE = {"llava_next"}
 _IMAGE_AFTER_TEXT = {"llava_next"}
+CPU_BATCH_CAP = 16  # the accuracy mode's largest batch on MLX's CPU backend (batch_capacity)
 
 
 class _TtftSplit:
@@ -334,6 +335,56 @@ class MlxVlmAdapter:
             contended=contended,
             machine_state=SampleMonitor.encode(state),
         )
+
+    # -- accuracy mode (harness/run/batched.py) -----------------------------------------------------
+    def batchable(self, sample: Sample) -> str:
+        """Why `sample` must be generated alone ('' when it can join a batch)."""
+        if sample.turns:
+            return "multi-turn: each turn needs the answer to the one before"
+        if len(sample.images) > 1:
+            return "several images: the batched path takes one image per sample"
+        return ""
+
+    def batch_capacity(self, samples: list[Sample]) -> tuple[int, str]:
+        """The batch size the free memory allows for these samples, and why (the largest context
+        any of them can take: the image at the model's size limit, the prompt, max_tokens)."""
+        side = self.spec.images.max_size or 0
+        size = (side, side) if side else None
+        context = max((memory_safety.prompt_tokens(s.prompt, [size] if size else []) + s.max_tokens for s in samples),
+                      default=1)
+        # On a CPU the decode is compute-bound already at a few rows: larger batches only add
+        # padding (72 fixture samples: 3.7-3.9 s of CPU in batches of 8 or 16, 3.9-4.3 s in 64s).
+        cap = CPU_BATCH_CAP if _backend() == "cpu" else memory_safety.MAX_BATCH
+        return memory_safety.batch_size(self.config, context, size, cap)
+
+    def generate_batch(self, samples: list[Sample], in_flight: int = 0) -> list[Measurement]:
+        """The answers to single-image, single-turn samples generated as one batch
+        (harness/adapters/_mlx_batch.py); raises when the model cannot take them together.
+        No per-request timings: the pass's throughput stands in for them."""
+        import mlx.core as mx
+        from mlx_vlm import apply_chat_template
+
+        from harness.adapters import _mlx_batch
+
+        requests, records = [], []
+        for s in samples:
+            images, recs = load_images(s.images, self.spec.images)
+            prompt = apply_chat_template(self.processor, self.model.config, s.prompt, num_images=len(s.images))
+            requests.append(_mlx_batch.Request(prompt, tuple(images), s.max_tokens))
+            records.append(record_json(recs, self.spec.images))
+        memory_safety.check_batch(self.spec.name, self.config,
+                                  [(s.prompt, [im.size for im in r.images], r.max_tokens) for s, r in zip(samples, requests, strict=True)])
+        mx.reset_peak_memory()
+        reset_peak_rss()
+        answers = _mlx_batch.generate(self.model, self.processor, requests, temperature=self.spec.temperature,
+                                      top_p=self.spec.top_p)
+        mx.synchronize()
+        peak, rss = int(mx.get_peak_memory()), peak_rss_bytes()
+        return [Measurement(text=a.text, prompt_tokens=a.prompt_tokens, generated_tokens=a.generated_tokens,
+                            ttft_s=math.nan, prefill_tps=math.nan, decode_tps=math.nan, wall_s=math.nan,
+                            peak_mlx_bytes=peak, peak_rss_bytes=rss, finish_reason=a.finish_reason,
+                            preprocessing=rec, batch_size=len(samples))
+                for a, rec in zip(answers, records, strict=True)]
 
     def speed_test(self, kind: str, value: int, seed: int, directory: Path) -> dict[str, Any]:
         """One llama-bench-style measurement (`pp`, `tg` or `img`; harness/adapters/_mlx_sweeps.py)

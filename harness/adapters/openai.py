@@ -57,6 +57,9 @@ def api_base(base_url: str) -> tuple[str, str, int, str]:
 
 @ADAPTERS.register("openai")
 class OpenAIAdapter:
+    # Accuracy mode (harness/run/batched.py): requests go concurrently, `in_flight` at a time, rather
+    # than decoded together in this process.
+    CONCURRENT = True
     # What a model file may set for this adapter, at its top level.
     OPTIONS = {
         "base_url": Option(str, "", "the server, e.g. \"http://127.0.0.1:8080/v1\"", required=True),
@@ -74,8 +77,6 @@ class OpenAIAdapter:
         self.api_key_env = spec.option("api_key_env")
         self.scheme, self.host, self.port, self.prefix = api_base(spec.option("base_url"))
         self.api_model = spec.option("api_model") or path  # a served fixture is known by its directory
-        self._cut = ""  # why the last answer was cut at max_tokens by the client; "" when it was not
-        self._cut_stream = False
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
@@ -145,20 +146,40 @@ class OpenAIAdapter:
         # back as the history, as the in-process adapter does.
         turn_outputs: list[str] = []
         for question in sample.turns:
-            answer = self._request(self._body(messages, max_tokens)).text.strip()
+            answer = self._request(self._body(messages, max_tokens))[0].text.strip()
             turn_outputs.append(answer)
             messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
-        m = self._request(self._body(messages, max_tokens))
+        m, cut = self._request(self._body(messages, max_tokens))
         record = json.loads(record_json(records, self.spec.images))
         record["request"] = {"max_tokens": max_tokens}
-        if self._cut:
-            record["request"]["cut"] = self._cut
+        if cut:
+            record["request"]["cut"] = cut
         preprocessing = json.dumps(record, sort_keys=True, separators=(",", ":"))
         return replace(m, preprocessing=preprocessing, turn_outputs=tuple(turn_outputs))
 
-    def _request(self, body: dict[str, Any]) -> Measurement:
+    def batchable(self, sample: Sample) -> str:
+        """Every request can go concurrently: '' (no reason to send it alone)."""
+        return ""
+
+    def generate_batch(self, samples: list[Sample], in_flight: int = 4) -> list[Measurement | Exception]:
+        """Accuracy mode: the samples' requests with at most `in_flight` at once, each the very
+        request `generate` sends (so the answers are the one-at-a-time path's); a failed request
+        is its own sample's exception, in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(sample: Sample) -> Measurement | Exception:
+            try:
+                return self.generate(sample, sample.max_tokens)
+            except Exception as e:  # this request's failure, reported on its own row
+                return e
+
+        with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="openai-request") as pool:
+            return list(pool.map(one, samples))
+
+    def _request(self, body: dict[str, Any]) -> tuple[Measurement, str]:
+        """The answer, and why the client cut it at max_tokens ('' when it did not). Holds no
+        state on the adapter, so requests may run in several threads at once."""
         timeout = self.timeout_s
-        self._cut, self._cut_stream = "", False
         # From sending the request: images are decoded beforehand, as in the in-process adapter.
         t0 = time.perf_counter()
         deadline = t0 + timeout
@@ -183,7 +204,7 @@ class OpenAIAdapter:
         finally:
             conn.close()
         wall = time.perf_counter() - t0
-        times, text, usage, timings, finish = out
+        times, text, usage, timings, finish, cut = out
         n = len(times)
         if not text:
             raise ServerError(f"empty answer: the server at {self._where()} finished (finish_reason "
@@ -195,12 +216,13 @@ class OpenAIAdapter:
         # Client-side decode rate over the text chunks it saw (one per token on the servers we know).
         decode = (n - 1) / (times[-1] - times[0]) if n >= 2 and times[-1] > times[0] else math.nan
         ttft = times[0] if times else math.nan
+        cut_stream = bool(cut) and usage == {}  # cut mid-stream: the stream's usage never came
         return Measurement(
             text=text,
             prompt_tokens=_int(prompt_tokens),  # only the server can count these: null without usage
             # The server's count when it gives one (a token that ends mid-character arrives as no
             # text), unless the client cut the stream: then what the client kept.
-            generated_tokens=n if self._cut_stream else (_int(usage.get("completion_tokens")) or n),
+            generated_tokens=n if cut_stream else (_int(usage.get("completion_tokens")) or n),
             ttft_s=ttft,
             prefill_tps=_int(prompt_tokens) / ttft if _int(prompt_tokens) and ttft > 0 else math.nan,
             decode_tps=decode,
@@ -214,7 +236,7 @@ class OpenAIAdapter:
             server_prefill_s=_float(timings.get("prompt_ms"), 1e-3),
             server_prefill_tps=_float(timings.get("prompt_per_second")),
             server_decode_tps=_float(timings.get("predicted_per_second")),
-        )
+        ), cut
 
     def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
         times: list[float] = []
@@ -259,10 +281,9 @@ class OpenAIAdapter:
                 content = delta.get("content") if isinstance(delta, dict) else None
                 if content and len(pieces) >= max_tokens:
                     # A server that ignores max_tokens: the limit is kept here, and the row says so.
-                    self._cut = (f"{IGNORED}{max_tokens + 1} > {max_tokens} (content chunks; the client stopped "
-                                 f"reading after {max_tokens})")
-                    self._cut_stream = True
-                    return times, "".join(pieces), None, None, "length"
+                    cut = (f"{IGNORED}{max_tokens + 1} > {max_tokens} (content chunks; the client stopped "
+                           f"reading after {max_tokens})")
+                    return times, "".join(pieces), None, None, "length", cut
                 if content:
                     pieces.append(str(content))
                     times.append(now)
@@ -277,8 +298,8 @@ class OpenAIAdapter:
         if said is not None and said > max_tokens:
             # Several tokens per chunk: the chunk count kept within the limit, the server's own
             # count says it was ignored.
-            self._cut = f"{IGNORED}{said} > {max_tokens}"
-        return times, "".join(pieces), usage, timings, finish
+            return times, "".join(pieces), usage, timings, finish, f"{IGNORED}{said} > {max_tokens}"
+        return times, "".join(pieces), usage, timings, finish, ""
 
     def _read_whole(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
         parts: list[bytes] = []
@@ -313,9 +334,9 @@ class OpenAIAdapter:
         timings = data.get("timings") if isinstance(data.get("timings"), dict) else None
         if isinstance(usage, dict) and (_int(usage.get("completion_tokens")) or 0) > max_tokens:
             # One piece past the limit: it cannot be cut by token here, only recorded as ignored.
-            self._cut = f"{IGNORED}{usage['completion_tokens']} > {max_tokens} (in one piece; kept as sent)"
-            return [now], text, usage, timings, "length"
-        return ([now] if text else []), text, usage, timings, choice.get("finish_reason")
+            cut = f"{IGNORED}{usage['completion_tokens']} > {max_tokens} (in one piece; kept as sent)"
+            return [now], text, usage, timings, "length", cut
+        return ([now] if text else []), text, usage, timings, choice.get("finish_reason"), ""
 
     def close(self) -> None:
         pass

@@ -31,6 +31,19 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress output")
     r.add_argument("--adapter", help="run every model through this adapter (e.g. openai) instead of its own")
     r.add_argument("--base-url", default="", help="with --adapter openai: the server, e.g. http://127.0.0.1:8080/v1")
+    r.add_argument("--mode", choices=("latency", "accuracy"), default="latency",
+                   help="latency (default): one request at a time, every request timed; accuracy: answers at the "
+                        "machine's throughput (batched, or concurrent requests), timed as a whole pass")
+    r.add_argument("--batch-size", type=int_in(1, 4096),
+                   help="--mode accuracy: samples per batch (default: what the free memory holds, at most 64)")
+    r.add_argument("--concurrency", type=int_in(1, 1024), default=4,
+                   help="--mode accuracy with a server (adapter openai): requests in flight (default 4)")
+    r.add_argument("--verify", type=int_in(0), default=0,
+                   help="--mode accuracy: also generate this many batched samples per model one at a time and "
+                        "report the answers that differ (default 0)")
+    r.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the response cache (temperature-0 answers kept by everything that "
+                        "determines them; see README)")
     r.add_argument("--reuse-prefix", action="store_true",
                    help="reuse the KV prefix (image included) across consecutive questions on one image (off: clean per-sample numbers)")
 
@@ -48,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
-        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds,
+        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, mode=args.mode, batch_size=args.batch_size,
+        concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache,
     )
     models = args.model or default_models()
     suites = args.suite or default_suites()
@@ -66,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
     for line in ignored_max_tokens(df):
         print(f"note:    {line}")
+    if args.mode == "accuracy" or (df["answer_check"] == "differs").any():
+        from harness.judge.throughput import summary_lines
+
+        print("\n".join(summary_lines(df)))
     if args.reuse_prefix:
         from harness.run.speed import reuse_summary
 

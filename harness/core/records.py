@@ -134,8 +134,19 @@ class Measurement:
     image_tokens: int | None = None
     contended: bool | None = None  # other processes' load or throttling during the sample
     machine_state: str | None = None  # JSON (harness.measure.machine_state)
+    # Accuracy mode (harness/run/batched.py): the batch this answer was generated in, why it ran alone
+    # when it did, and the pass's progress when its batch finished (seconds, samples, tokens).
+    batch_size: int | None = None
+    batch_fallback: str | None = None
+    pass_s: float | None = None
+    pass_samples: int | None = None
+    pass_generated_tokens: int | None = None
+    # The one-at-a-time path's answer to the same request, when the pass checked it (--verify).
+    solo_text: str | None = None
 
     def columns(self) -> dict[str, object]:
         """The schema columns these fields fill beyond the ones every Measurement fills."""
         return {"preprocess_s": self.preprocess_s, "vision_s": self.vision_s, "prefill_s": self.prefill_s,
-                "image_tokens": self.image_tokens, "contended": self.contended, "machine_state": self.machine_state}
+                "image_tokens": self.image_tokens, "contended": self.contended, "machine_state": self.machine_state,
+                "batch_size": self.batch_size, "batch_fallback": self.batch_fallback, "pass_s": self.pass_s,
+                "pass_samples": self.pass_samples, "pass_generated_tokens": self.pass_generated_tokens}

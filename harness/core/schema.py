@@ -16,6 +16,9 @@ import pyarrow as pa
 SCHEMA_VERSION = 3
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
+# v3: round and round_position (speed is measured in counterbalanced rounds; comparisons pair
+# rounds); the accuracy mode and the response cache: mode, batch_size, batch_fallback, pass_s,
+# pass_samples, pass_generated_tokens, cache_hit, answer_check, answer_check_output.
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -103,6 +106,19 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("load_warm_s", pa.float64(), "a second load with the pages cached, seconds (when cold and warm were both asked)"),
     ("contended", pa.bool_(), "the sample ran under contention (other processes' CPU load) or throttling"),
     ("machine_state", pa.string(), "JSON: other processes' CPU %, load average, CPU/GPU clocks, power, thermal state"),
+    # v3: how the answer was produced (harness/run/batched.py, harness/run/response_cache.py)
+    ("mode", pa.string(), "latency (one request at a time, timed) | accuracy (batched or concurrent: "
+                          "timings are the pass's throughput, never per-request latency)"),
+    ("batch_size", pa.int32(), "samples generated together with this one, itself included (1: alone)"),
+    ("batch_fallback", pa.string(), "accuracy mode: why this sample was generated alone"),
+    ("pass_s", pa.float64(), "accuracy mode: seconds of the model's generating pass when this row's batch "
+                             "finished (the pass's largest value spans the whole pass)"),
+    ("pass_samples", pa.int32(), "accuracy mode: samples the pass had generated when this row's batch finished"),
+    ("pass_generated_tokens", pa.int64(), "accuracy mode: tokens the pass had generated when this row's batch finished"),
+    ("cache_hit", pa.bool_(), "the answer came from the response cache, not generated in this run"),
+    ("answer_check", pa.string(), "same | differs: this answer against another path's for the same request "
+                                  "(the one-at-a-time path's, or the cached one)"),
+    ("answer_check_output", pa.string(), "the other path's answer, when it differs"),
     ("env_backend", pa.string(), "cpu | metal | cuda"),
     ("env_device_name", pa.string(), "the device MLX computed on, as its maker names it"),
     ("env_device_memory_bytes", pa.int64(), "the device's memory (unified memory or RAM on metal and cpu), bytes"),

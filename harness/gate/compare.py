@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from harness.core.stats import bootstrap_medians, compare_rounds
+from harness.judge.throughput import latency_rows
 
 PASS, REGRESSION, INCOMPARABLE = 0, 1, 2
 
@@ -414,11 +415,13 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, factor: float = 1.
     for model, suite in sorted(bpairs & cpairs):
         b, c = bgroups[(model, suite)], cgroups[(model, suite)]
         bok, cok = b[b["status"] == "ok"], c[c["status"] == "ok"]
+        # Timings of an accuracy-mode pass are no request's latency: only latency rows are timed.
+        btimed, ctimed = latency_rows(bok), latency_rows(cok)
         for m in TIMINGS:
-            t = compare_timing(m, bok, cok, factor, alpha, consensus, paired_runs)
+            t = compare_timing(m, btimed, ctimed, factor, alpha, consensus, paired_runs)
             timings.append((len(findings), t))
             findings.append(Finding(model, suite, m.column, m.unit, t.baseline, t.current, t.change, math.nan,
-                                    int(bok[m.column].notna().sum()), int(cok[m.column].notna().sum()), "unchanged",
+                                    int(btimed[m.column].notna().sum()), int(ctimed[m.column].notna().sum()), "unchanged",
                                     "", t.ratio, t.runs_baseline, t.runs_current))
         base, cur, delta, p, n, verdict, note = _accuracy(bok, cok, alpha)
         findings.append(Finding(model, suite, "score", "", base, cur, delta, p, n, n, verdict, note))

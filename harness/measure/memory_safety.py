@@ -233,3 +233,39 @@ def check_request(name: str, config: dict[str, Any], prompt: str, image_sizes: l
         context_tokens=context,
     )
     return check(est, f"this request to {name}")
+
+
+# The accuracy mode's batch (harness/run/batched.py): decoded together, each sample keeps its own KV
+# cache, so a batch needs the sum of its samples' caches; the vision tower still encodes one
+# sample's images at a time, so activations are the largest single one. Beyond this many samples a
+# batch gains little even on a GPU (the decode step becomes compute-bound) and a failure costs more.
+MAX_BATCH = 64
+
+
+def batch_estimate(config: dict[str, Any], requests: list[tuple[str, list[tuple[int, int]], int]]) -> Estimate:
+    """What a batch of (prompt, image sizes, max_tokens) requests needs beyond the loaded weights."""
+    context = sum(prompt_tokens(p, sizes) + m for p, sizes, m in requests)
+    return Estimate(weights=0, kv_cache=kv_bytes_per_token(config) * context,
+                    activations=max((activation_bytes(config, sizes) for _, sizes, _ in requests), default=0),
+                    context_tokens=context)
+
+
+def check_batch(name: str, config: dict[str, Any], requests: list[tuple[str, list[tuple[int, int]], int]]) -> Estimate:
+    return check(batch_estimate(config, requests), f"a batch of {len(requests)} requests to {name}")
+
+
+def batch_size(config: dict[str, Any], context_tokens: int, image_size: tuple[int, int] | None,
+               cap: int = MAX_BATCH) -> tuple[int, str]:
+    """The largest batch the memory now free can hold, at most `cap`, when every sample may
+    need `context_tokens` of KV cache (prompt, image tokens and max_tokens: take the largest
+    sample's); with why, for the run's log."""
+    if not enabled():
+        return cap, f"the memory check is off: the cap of {cap}"
+    budget, source = budget_bytes()
+    per_sample = max(1, kv_bytes_per_token(config) * context_tokens)
+    room = budget - activation_bytes(config, [image_size] if image_size else [])
+    fits = max(1, int(room // per_sample))
+    if fits >= cap:
+        return cap, f"the cap of {cap} ({fits:,} would fit in {budget / GB:.1f} GB, {source})"
+    return fits, (f"{fits} × {per_sample / 1e6:,.1f} MB of KV cache ({context_tokens:,} tokens each) fits in "
+                  f"{budget / GB:.1f} GB ({source}, less a margin)")

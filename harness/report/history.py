@@ -14,6 +14,7 @@ import pandas as pd
 
 from harness.gate.compare import GateResult, compare, incomparable
 from harness.judge.accuracy import accuracy_table
+from harness.judge.throughput import latency_rows
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.tables import ok_rows
 
@@ -46,13 +47,14 @@ def history(df: pd.DataFrame) -> pd.DataFrame:
         overall = overall[overall["kind"] == "overall"].set_index("model")
         for model, g in r.groupby("model"):
             a = overall.loc[model] if model in overall.index else None
+            timed = latency_rows(g)  # an accuracy-mode pass has no per-request latency
             when = g["recorded_at"].min() if "recorded_at" in g else None
             rows.append({
                 "run_id": run, "when": when.strftime("%Y-%m-%d %H:%M") if pd.notna(when) else "",
                 "host": ", ".join(sorted(map(str, g["env_host"].dropna().unique()))) if "env_host" in g else "",
                 "model": model, "n": int(len(g)),
-                "decode_tps": float(g["decode_tps"].median()) if g["decode_tps"].notna().any() else math.nan,
-                "ttft_ms": float(g["ttft_s"].median()) * 1e3 if g["ttft_s"].notna().any() else math.nan,
+                "decode_tps": float(timed["decode_tps"].median()) if timed["decode_tps"].notna().any() else math.nan,
+                "ttft_ms": float(timed["ttft_s"].median()) * 1e3 if timed["ttft_s"].notna().any() else math.nan,
                 "accuracy": math.nan if a is None else 100 * float(a["mean"]),
                 "acc_lo": math.nan if a is None else 100 * float(a["ci_low"]),
                 "acc_hi": math.nan if a is None else 100 * float(a["ci_high"]),

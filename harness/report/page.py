@@ -19,6 +19,7 @@ import pandas as pd
 from harness import __version__
 from harness.gate.compare import rule as gate_rule
 from harness.judge.accuracy import ALL, accuracy_table
+from harness.judge.throughput import latency_rows, pass_table
 from harness.report import charts, gallery, history, runcard, serving
 from harness.report.kinds import kind_summary, suite_kinds
 from harness.report.tables import (
@@ -49,7 +50,7 @@ _CORE = ("schema_version", "run_id", "recorded_at", "model", "adapter", "arch", 
          "prefill_tps", "decode_tps", "wall_s", "prompt_tokens", "generated_tokens", "peak_mlx_bytes",
          "peak_rss_bytes", "decode_bound_tps", "bandwidth_gbps", "bandwidth_source", "device_name",
          "device_memory_bytes", "env_host", "env_machine", "env_cpu", "env_cores", "env_ram_bytes", "env_device",
-         "env_mlx", "env_mlx_vlm", "env_python", "env_os", "env_blas", "harness_version", "harness_git")
+         "env_mlx", "env_mlx_vlm", "env_python", "env_os", "env_blas", "harness_version", "harness_git", "mode")
 
 ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number of scored samples n "
                "(repetitions of a sample averaged first), from accuracy.parquet. Natural, Synthetic and Overall "
@@ -282,6 +283,7 @@ class Page:
     comparison: dict | None
     n_rows: int
     serving: list
+    passes: list[dict]  # accuracy-mode passes as throughput (harness/judge/throughput.py)
     sources: list[str]
     md_name: str
     extra: dict[str, Any] = field(default_factory=dict)
@@ -299,7 +301,8 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
     role_of = roles(df)
     kinds = suite_kinds(df)
     acc, published = split_published(accuracy_table(df))
-    speed_cols, speed_rows, speed_stats, unit = speed_table(df)
+    # Accuracy-mode rows were generated in batches: their timings are no request's latency.
+    speed_cols, speed_rows, speed_stats, unit = speed_table(latency_rows(df))
     accs = accuracy_section(acc, kinds, role_of)
     answers = verdicts(speed_stats, accs["summary"], role_of, unit)
     checks = pipeline_checks(accs["summary"], role_of)
@@ -310,7 +313,7 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
     comparison = history.latest_vs_previous(full)
     dirs = runcard.run_dirs(sources or [], run_dir)
     chart_list = [c for c in (charts.decode_vs_memory(speed_stats, unit),
-                              charts.latency(ok, role_of) if not ok.empty else None,
+                              charts.latency(latency_rows(ok), role_of) if not latency_rows(ok).empty else None,
                               charts.accuracy_grid(acc, role_of), charts.accuracy_by_image(acc, role_of))
                   if c is not None]
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
@@ -381,6 +384,7 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
         },
         n_rows=len(df),
         serving=serving.sweeps(load_runs, out) if load_runs else [],
+        passes=pass_table(full).to_dict("records"),
         sources=sources or [],
         md_name="report.md" if markdown else "",
     )

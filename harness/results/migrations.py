@@ -34,9 +34,13 @@ def _v1_to_v2(table: pa.Table) -> pa.Table:
 
 def _v2_to_v3(table: pa.Table) -> pa.Table:
     # v2 measured each model in one pass: its rows are that single round, with no order recorded.
-    if "round" in table.column_names:
-        return table
-    return table.append_column("round", pa.array([0] * len(table), pa.int32()))
+    # Every row was generated one request at a time: mode follows from that. Batch, pass, cache
+    # and answer-check columns were not recorded: null.
+    if "round" not in table.column_names:
+        table = table.append_column("round", pa.array([0] * len(table), pa.int32()))
+    if "mode" not in table.column_names:
+        table = table.append_column("mode", pa.array(["latency"] * len(table), pa.string()))
+    return table
 
 
 STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -36,6 +36,12 @@ class Settings:
     adapter: str | None = None  # run every model through this adapter instead of its own
     base_url: str = ""
     rounds: int | None = None  # None: DEFAULT_ROUNDS with two or more models, else one
+    # Accuracy mode (harness/run/batched.py): answers at the machine's throughput, no per-request timing.
+    mode: str = "latency"  # latency | accuracy
+    batch_size: int | None = None  # None: what the free memory holds
+    concurrency: int = 4  # requests in flight, for adapters that send requests
+    verify: int = 0  # batched answers per model also generated alone, to check them
+    cache: bool = True  # read and write the response cache (harness/run/response_cache.py)
 
 
 # Four rounds: a paired comparison over rounds has 3 degrees of freedom (t = 3.18 at 95 %), and
@@ -45,6 +51,8 @@ DEFAULT_ROUNDS = 4
 
 
 def rounds_for(settings: Settings, n_models: int) -> int:
+    if settings.mode == "accuracy":  # no timings to compare: one pass at the machine's throughput
+        return 1
     if settings.rounds is not None:
         return max(1, int(settings.rounds))
     return DEFAULT_ROUNDS if n_models > 1 else 1

@@ -23,6 +23,8 @@ from harness.measure import bandwidth
 from harness.models import ModelSpec, checkpoint_path
 from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
 from harness.results.store import ResultsStore
+from harness.run import response_cache
+from harness.run.batched import BatchedWorkload
 from harness.run.planning import Plan, Settings, Task, make_plan
 from harness.run.progress import Progress, say
 from harness.run.protocol import Finished, Loaded
@@ -41,6 +43,21 @@ class _SuiteRows:
         self.tasks = {t.index: t for t in tasks}
         self.load: dict[str, Any] = {}
         self.cost = None
+        self.model_id: dict[str, Any] | None = None  # the response cache's view of this model
+        self.fallbacks: dict[str, int] = {}  # accuracy mode: why samples went alone, how many
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        if self.model_id is None and self.tester.cache is not None:
+            try:
+                self.model_id = response_cache.identity(self.tester.cache, self.spec, self.path)
+            except Exception as e:  # the cache is an aid: the run goes on without it
+                say(f"warning: {self.spec.name}: response cache not used ({type(e).__name__}: {e})")
+                self.tester.cache = None
+        return self.model_id
+
+    def cache_key(self, task: Task) -> str | None:
+        model = self.cache_identity()
+        return response_cache.request_key(model, self.spec, task.sample) if model is not None else None
 
     def loaded(self, msg: Loaded) -> None:
         self.load = load_columns(msg.stats, msg.env)
@@ -59,10 +76,51 @@ class _SuiteRows:
             row.update(bandwidth.bound_columns(self.cost, self.tester.bandwidth(), msg.result.prompt_tokens,
                                                msg.result.generated_tokens))
             row.update(scoring.score_row(row))
+            row.update(self.checked(self.tasks[msg.task], row, msg.result))
         row["harness_s"] = msg.harness_s
         row["parent_cpu_s"] = time.process_time() - cpu0  # building and scoring; the write follows
         self.tester.store.append([row])
         self.progress.advance()
+
+    def checked(self, task: Task, row: dict[str, Any], result: Any) -> dict[str, Any]:
+        """The answer against the one-at-a-time path's (a checked batch) or the cache's (a latency
+        run); a new answer goes into the cache."""
+        why = row.get("batch_fallback")
+        if why:
+            self.fallbacks[why] = self.fallbacks.get(why, 0) + 1
+        out = response_cache.compare(row["output"], getattr(result, "solo_text", None))
+        key = self.cache_key(task) if self.tester.cache is not None else None
+        if key is None:
+            return out
+        found = self.tester.cache.get(key)
+        if found is None:
+            self.tester.cache.put(key, response_cache.entry(row))
+        elif not out:
+            out = response_cache.compare(row["output"], found["output"])
+        return out
+
+    def cached(self, hits: dict[int, dict[str, Any]]) -> None:
+        """Rows for answers the cache already holds: nothing generated, nothing timed."""
+        from harness.core import checkpoint
+
+        facts = checkpoint.inspect(self.path)
+        model = {} if facts is None else {
+            "model_hash": (self.model_id or {}).get("model_hash") or None, "arch": facts.arch,
+            "quantization": facts.quantization, "random_weights": facts.random_weights, "model_role": facts.role,
+        }
+        rows = []
+        for index, found in hits.items():
+            row = {**self.row(self.tasks[index], "ok", ""), **model, **response_cache.hit_columns(found)}
+            row.update(scoring.score_row(row))
+            rows.append(row)
+        self.tester.store.append(rows)
+        self.progress.advance(len(rows))
+
+    def summary(self, generated: int, hits: int) -> str:
+        """One line per model in accuracy mode: what came from the cache, what went alone and why."""
+        parts = [f"{generated} generated"] + ([f"{hits} from the response cache"] if hits else [])
+        parts += [f"{n} one at a time ({why})" for why, n in sorted(self.fallbacks.items())]
+        return f"{self.spec.name}: " + ", ".join(parts)
 
     def failed(self, tasks: list[int], status: str, error: str, traceback: str = "") -> None:
         load = self.load if status == "error" else {}
@@ -82,7 +140,7 @@ class _SuiteRows:
             # Empty lists, not null: null marks a row from before these were stored (scoring.py).
             "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,
             "max_tokens": s.max_tokens, "status": status, "error": error, "traceback": traceback or None,
-            "recorded_at": datetime.now(UTC),
+            "recorded_at": datetime.now(UTC), "mode": self.tester.settings.mode, "cache_hit": False,
         }
 
 
@@ -107,15 +165,31 @@ class VLMTester:
         adapter: str | None = None,
         base_url: str = "",
         rounds: int | None = None,
+        mode: str = "latency",
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        verify: int = 0,
+        cache: bool = True,
+        cache_path: Path | None = None,
     ) -> None:
+        """`mode` "accuracy": answers at the machine's throughput (harness/run/batched.py), in
+        batches of `batch_size` (default: what the free memory holds) or `concurrency` requests in
+        flight, `verify` answers per model checked against the one-at-a-time path. `cache`: reuse
+        and keep temperature-0 answers (harness/run/response_cache.py; `cache_path` its file)."""
         from harness.core.paths import reports_dir
 
+        if mode not in ("latency", "accuracy"):
+            raise ValueError(f"mode {mode!r} is not one of latency, accuracy")
         self.out_dir = Path(out_dir) if out_dir else reports_dir() / "runs"
         self.resume = resume
         self._explicit_id = run_id
         self.run_id = run_id or new_run_id()
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
-                                 reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds)
+                                 reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds,
+                                 mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
+                                 cache=cache)
+        self.cache_path = cache_path
+        self.cache: response_cache.ResponseCache | None = None
         self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
         self.progress = progress
         self.fixtures_root = fixtures_root
@@ -154,7 +228,10 @@ class VLMTester:
                        "repeats": self.settings.repeats, "warmup": self.settings.warmup,
                        "limit": self.settings.limit, "max_tokens": self.settings.max_tokens,
                        "reuse_prefix": self.settings.reuse_prefix, "adapter": self.settings.adapter,
-                       "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds}
+                       "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
+                       "mode": self.settings.mode,
+                       "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
+                       "verify": self.settings.verify, "cache": self.settings.cache}
         previous = run.plan() if self.resume else {}
         run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
                         **({"resumed_at": now()} if self.resume else {})})
@@ -167,6 +244,7 @@ class VLMTester:
         # Every round of a model warms up on the same sample, the first of all its tasks.
         warmup_of = {spec.name: tasks[0].sample for spec, tasks in plan.models if tasks}
         gave_up: dict[str, GaveUp] = {}
+        self.cache = response_cache.ResponseCache(self.cache_path) if self.settings.cache else None
         try:
             for step in plan.schedule():
                 name = step.model.name
@@ -181,6 +259,8 @@ class VLMTester:
                     gave_up[name] = ended
         finally:
             progress.close()
+            if self.cache is not None:
+                self.cache.close()
         self.store.consolidate()
         df = self.store.read()
         try:
@@ -230,7 +310,32 @@ class VLMTester:
             return GaveUp("error", error)
         self.bandwidth()  # measured before any worker starts: a busy machine copies slower
         events = _SuiteRows(self, spec, tasks, path, progress, position)
-        workload = SuiteWorkload(tuple((t.index, t.sample) for t in tasks), warmup=self.settings.warmup,
-                                 reuse_prefix=self.settings.reuse_prefix, warmup_sample=warmup_sample)
-        return supervisor.run(spec, path, workload, events)
+        s = self.settings
+        ended = None
+        if s.mode == "accuracy":
+            hits = self._cache_hits(events, tasks)
+            events.cached(hits)
+            tasks = tuple(t for t in tasks if t.index not in hits)
+            workload: Any = BatchedWorkload(tuple((t.index, t.sample) for t in tasks), warmup=s.warmup,
+                                            batch_size=s.batch_size, in_flight=s.concurrency, verify=s.verify)
+        else:
+            workload = SuiteWorkload(tuple((t.index, t.sample) for t in tasks), warmup=s.warmup,
+                                     reuse_prefix=s.reuse_prefix, warmup_sample=warmup_sample)
+        if tasks:  # a model whose every answer was cached is not loaded at all
+            ended = supervisor.run(spec, path, workload, events)
+        if s.mode == "accuracy":
+            say(events.summary(len(tasks), len(hits)))
         progress.model_done(spec.name)
+        return ended
+
+    def _cache_hits(self, events: _SuiteRows, tasks: tuple[Task, ...]) -> dict[int, dict[str, Any]]:
+        """Accuracy mode: the tasks whose answers the response cache holds, by task index."""
+        if self.cache is None:
+            return {}
+        hits = {}
+        for t in tasks:
+            key = events.cache_key(t)
+            found = self.cache.get(key) if key is not None and self.cache is not None else None
+            if found is not None:
+                hits[t.index] = found
+        return hits

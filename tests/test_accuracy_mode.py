@@ -1,0 +1,248 @@
+"""The accuracy mode (batched or concurrent answers, timed as a pass) and the response cache, on
+the real tiny fixtures: the answers equal the one-at-a-time path's, cached answers come back
+without loading the model, and accuracy-mode timings never reach a latency verdict."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from harness.core.records import Sample
+from harness.judge.accuracy import accuracy_table
+from harness.suites import load_suite
+from harness.tester import VLMTester
+
+QWEN = "fixture-qwen2_5_vl"
+SUITES = ["synthetic-shapes", "multi-turn", "multi-image"]
+
+
+def _runs(tmp_path, **kw):
+    return VLMTester(tmp_path / "runs", limit=kw.pop("limit", 4), progress=False, cache_path=tmp_path / "cache.sqlite",
+                     **kw)
+
+
+@pytest.fixture(scope="module")
+def both_paths(fixtures_root, tmp_path_factory):
+    """The same samples one at a time (latency) and batched (accuracy, checked one at a time)."""
+    tmp = tmp_path_factory.mktemp("paths")
+    latency = _runs(tmp, cache=False, fixtures_root=fixtures_root).run([QWEN], SUITES)
+    accuracy = _runs(tmp, cache=False, mode="accuracy", batch_size=3, verify=2,
+                     fixtures_root=fixtures_root).run([QWEN], SUITES)
+    return latency, accuracy
+
+
+def _by_sample(df: pd.DataFrame) -> pd.DataFrame:
+    return df.set_index(["suite", "sample_id"]).sort_index()
+
+
+def test_batched_answers_equal_the_one_at_a_time_path_and_so_does_accuracy(both_paths):
+    latency, accuracy = both_paths
+    assert (latency["status"] == "ok").all() and (accuracy["status"] == "ok").all(), accuracy["error"]
+    lat, acc = _by_sample(latency), _by_sample(accuracy)
+    assert (lat["output"] == acc["output"]).all()
+    # The accuracy figure from both paths, side by side: the same.
+    side = accuracy_table(latency).merge(accuracy_table(accuracy), on=["model", "suite", "category"],
+                                         suffixes=("_one_at_a_time", "_batched"))
+    print(side[["suite", "category", "mean_one_at_a_time", "mean_batched", "n_one_at_a_time", "n_batched"]].to_string())
+    assert len(side) > 0 and (side["mean_one_at_a_time"] == side["mean_batched"]).all()
+
+
+def test_accuracy_rows_record_mode_batch_pass_and_fallbacks(both_paths):
+    latency, accuracy = both_paths
+    assert (latency["mode"] == "latency").all() and (accuracy["mode"] == "accuracy").all()
+    batched = accuracy[accuracy["suite"] == "synthetic-shapes"]
+    assert set(batched["batch_size"]) == {3, 1} or set(batched["batch_size"]) == {3}  # 4 samples: 3 + 1
+    assert batched["ttft_s"].isna().all() and batched["decode_tps"].isna().all()  # no per-request latency
+    alone = accuracy[accuracy["suite"] != "synthetic-shapes"]
+    assert (alone["batch_size"] == 1).all()
+    assert set(alone["batch_fallback"]) == {
+        "multi-turn: each turn needs the answer to the one before",
+        "several images: the batched path takes one image per sample"}
+    assert accuracy["pass_s"].gt(0).all() and accuracy["pass_samples"].max() == len(accuracy)
+    assert accuracy["pass_generated_tokens"].max() == accuracy["generated_tokens"].sum()
+    # --verify 2: two batched answers generated alone as well, and found the same.
+    assert accuracy["answer_check"].value_counts().to_dict() == {"same": 2}
+    from harness.judge.throughput import pass_table
+
+    p = pass_table(accuracy).iloc[0]
+    assert p.samples == len(accuracy) and p.samples_per_s > 0 and p.tokens_per_s > 0 and p.checked == 2
+    assert p.alone == len(alone) and p.differs == 0
+
+
+@pytest.mark.parametrize("arch", ["smolvlm", "llava_next", "phi3_v"])
+def test_every_seed_architecture_batches_with_the_same_answers(fixtures_root, arch):
+    """SmolVLM's and Phi-3.5-Vision's processors reject a batch and LLaVA-NeXT's embeddings are
+    longer than its ids: the batched path prepares each sample alone and decodes them together."""
+    from harness.adapters.mlx_vlm import MlxVlmAdapter
+    from harness.models import resolve
+
+    adapter = MlxVlmAdapter(resolve(f"fixture-{arch}"), str(fixtures_root / arch))
+    adapter.load()
+    samples = [replace(s, max_tokens=6) for s in load_suite("natural", 4).samples[:4]]
+    batched = adapter.generate_batch(samples)
+    alone = [adapter.generate(s, s.max_tokens) for s in samples]
+    assert [m.text for m in batched] == [m.text for m in alone]
+    assert all(m.batch_size == 4 for m in batched)
+    assert [m.generated_tokens for m in batched] == [m.generated_tokens for m in alone]
+
+
+def test_a_second_accuracy_run_comes_from_the_cache_and_a_changed_setting_misses(fixtures_root, tmp_path):
+    first = _runs(tmp_path, mode="accuracy", fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert (~first["cache_hit"]).all()
+    again = _runs(tmp_path, mode="accuracy", fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert again["cache_hit"].all() and again["load_s"].isna().all()  # the model was not even loaded
+    a, b = _by_sample(first), _by_sample(again)
+    assert (a["output"] == b["output"]).all() and (a["score"] == b["score"]).all()
+    assert (b["model_role"] == "fixture").all() and b["model_hash"].notna().all()
+    other = _runs(tmp_path, mode="accuracy", max_tokens=5, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert (~other["cache_hit"]).all()  # a changed generation setting is another key
+
+
+def test_no_cache_neither_reads_nor_writes(fixtures_root, tmp_path):
+    from harness.run.response_cache import ResponseCache
+
+    _runs(tmp_path, mode="accuracy", limit=2, cache=False, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert not (tmp_path / "cache.sqlite").exists()
+    _runs(tmp_path, limit=2, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])  # written now
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    assert cache._db.execute("SELECT count(*) FROM answers").fetchone()[0] == 2
+    df = _runs(tmp_path, mode="accuracy", limit=2, cache=False, fixtures_root=fixtures_root).run(
+        [QWEN], ["synthetic-shapes"])
+    assert (~df["cache_hit"]).all() and df["answer_check"].isna().all()  # not read either
+
+
+def test_a_latency_run_measures_and_flags_an_answer_that_differs_from_the_cache(fixtures_root, tmp_path):
+    first = _runs(tmp_path, limit=3, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert first["answer_check"].isna().all()  # nothing to compare with yet; now cached
+    from harness.run.response_cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    key, entry = cache._db.execute("SELECT key, entry FROM answers LIMIT 1").fetchone()
+    planted = {**json.loads(entry), "output": "a planted answer"}
+    with cache._db:
+        cache._db.execute("UPDATE answers SET entry = ? WHERE key = ?", (json.dumps(planted), key))
+    second = _runs(tmp_path, limit=3, fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
+    assert second["ttft_s"].notna().all() and (~second["cache_hit"]).all()  # still measured
+    assert second["answer_check"].value_counts().to_dict() == {"same": 2, "differs": 1}
+    assert second.loc[second["answer_check"] == "differs", "answer_check_output"].tolist() == ["a planted answer"]
+    from harness.judge.throughput import summary_lines
+
+    assert any("a planted answer" in line for line in summary_lines(second))
+
+
+def test_the_key_covers_what_determines_an_answer(fixtures_root, tmp_path):
+    from harness.models import resolve
+    from harness.run.response_cache import ResponseCache, identity, request_key
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    spec = resolve(QWEN)
+    model = identity(cache, spec, str(fixtures_root / "qwen2_5_vl"))
+    sample = load_suite("synthetic-shapes", 2).samples[0]
+    key = request_key(model, spec, sample)
+    assert key == request_key(model, spec, sample)
+    changed = [request_key(model, spec, replace(sample, prompt=sample.prompt + " ")),
+               request_key(model, spec, replace(sample, max_tokens=sample.max_tokens + 1)),
+               request_key(model, spec, replace(sample, turns=("and?",))),
+               request_key(model, replace(spec, top_p=0.9), sample),
+               request_key({**model, "model_hash": "other"}, spec, sample),
+               request_key({**model, "libraries": {"mlx-vlm": "0"}}, spec, sample)]
+    image = tmp_path / "copy.png"
+    image.write_bytes(open(sample.images[0], "rb").read() + b"\0")  # other bytes, same picture
+    changed.append(request_key(model, spec, replace(sample, images=(str(image),))))
+    assert None not in changed and key not in changed and len(set(changed)) == len(changed)
+    assert request_key(model, replace(spec, temperature=0.7), sample) is None  # sampled answers: never cached
+    assert request_key(model, spec, replace(sample, images=("https://example.com/a.png",))) is None
+
+
+def test_accuracy_rows_never_reach_the_speed_table_or_the_gate(both_paths, tmp_path):
+    from harness.gate.compare import compare
+    from harness.report import render
+
+    latency, accuracy = both_paths
+    # The accuracy pass's rows with absurd planted timings: ten times slower than anything.
+    planted = accuracy.assign(ttft_s=10.0, decode_tps=0.1, wall_s=99.0, run_id="planted-run")
+    both = pd.concat([latency, planted], ignore_index=True)
+    result = compare(latency, both)
+    assert not result.regressions, [f.metric for f in result.regressions]
+    html = render(both, tmp_path / "report.html").read_text()
+    assert "Accuracy passes (throughput)" in html and "99.0" not in html.split('id="speed-table"')[1].split("</table>")[0]
+    from harness.judge.throughput import latency_rows
+    from harness.report.tables import speed_table
+
+    _, rows, _, _ = speed_table(latency_rows(both))
+    _, rows_latency, _, _ = speed_table(latency)
+    assert rows[0].cells["ttft_ms"].text == rows_latency[0].cells["ttft_ms"].text
+
+
+def test_the_memory_picks_the_batch_size():
+    from harness.measure import memory_safety
+
+    config = {"num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "hidden_size": 3584,
+              "torch_dtype": "bfloat16"}
+    per_token = memory_safety.kv_bytes_per_token(config)
+    budget, _ = memory_safety.budget_bytes()
+    size, why = memory_safety.batch_size(config, 10_000_000, None, cap=64)  # 10 M tokens a sample: too many
+    assert size == 1 and why
+    context = int(budget / per_token / 5)  # five samples' caches fill the budget
+    size, why = memory_safety.batch_size(config, context, None, cap=64)
+    assert size in (4, 5) and "fits in" in why
+    assert memory_safety.batch_size(config, 10, None, cap=7)[0] == 7
+
+
+# -- concurrency against a server ----------------------------------------------------------------
+class _Counting(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"data": []}')
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        srv = self.server
+        with srv.lock:
+            srv.now += 1
+            srv.most = max(srv.most, srv.now)
+        time.sleep(0.2)  # long enough that the client's requests overlap
+        with srv.lock:
+            srv.now -= 1
+        text = body["messages"][0]["content"][0]["text"][:12]
+        payload = {"choices": [{"index": 0, "message": {"content": text}, "finish_reason": "stop"}]}
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(payload).encode())
+
+
+def test_the_openai_adapter_keeps_the_requests_in_flight_bounded(tmp_path):
+    from harness.adapters.openai import OpenAIAdapter
+    from harness.models import ModelSpec
+    from harness.run.batched import BatchedWorkload
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
+    srv.lock, srv.now, srv.most = threading.Lock(), 0, 0
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        spec = ModelSpec(name="m", source="m", adapter="openai",
+                         options={"base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1"})
+        adapter = OpenAIAdapter(spec, "m")
+        samples = [Sample("s", f"q{i}", (), f"question {i}", ("x",), "c", "exact_match", 4) for i in range(9)]
+        work = BatchedWorkload(tuple(enumerate(samples)), warmup=0, in_flight=3)
+        work.warm_up(adapter)
+        out = [work.run(adapter, s) for _, s in work.items()]
+        assert [m.text for m in out] == [f"question {i}" for i in range(9)]  # in order
+        assert srv.most == 3 and all(m.batch_size == 3 for m in out)
+    finally:
+        srv.shutdown()
+        srv.server_close()
