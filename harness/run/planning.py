@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec, resolve, with_adapter
+from harness.run.shards import Shard
 from harness.suites import Suite, SuiteError
 
 
@@ -36,6 +37,7 @@ class Settings:
     adapter: str | None = None  # run every model through this adapter instead of its own
     base_url: str = ""
     rounds: int | None = None  # None: DEFAULT_ROUNDS with two or more models, else one
+    shard: Shard | None = None  # measure only this part of the plan (harness/run/shards.py)
 
 
 # Four rounds: a paired comparison over rounds has 3 degrees of freedom (t = 3.18 at 95 %), and
@@ -107,7 +109,8 @@ def token_limit(settings: Settings, spec: ModelSpec, sample: Sample) -> int:
 
 def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_suite: Callable[..., Suite],
               done: set[tuple] = frozenset()) -> Plan:
-    """Every task still to measure; `done` holds (model, suite, suite_hash, sample_id, repeat)."""
+    """Every task still to measure; `done` holds (model, suite, suite_hash, sample_id, repeat).
+    With `settings.shard`, only the tasks of that shard."""
     problems: list[Problem] = []
     loaded: list[Suite] = []
     for name in suites:
@@ -134,8 +137,11 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
                 first: dict[tuple[str, ...], int] = {}
                 samples = sorted(samples, key=lambda s: first.setdefault(s.images, len(first)))
             for sample in samples:
-                limited = replace(sample, max_tokens=token_limit(settings, spec, sample))
+                # Dealt before the shard's choice: a sample's round is the same whether or not the plan is split.
                 this_round, dealt = dealt % rounds, dealt + 1
+                if settings.shard is not None and not settings.shard.contains(spec.name, suite.name, sample.id):
+                    continue
+                limited = replace(sample, max_tokens=token_limit(settings, spec, sample))
                 for rep in range(settings.repeats):
                     if (spec.name, suite.name, suite.hash, sample.id, rep) in done:
                         continue
