@@ -1,6 +1,7 @@
-"""Sessions: bench (the offline benchmark), gate (the latest run against the baseline, or two
-revisions measured interleaved), tests,
-tests_transformers (the optional transformers adapter, with CPU torch), perf, lint."""
+"""Sessions: bench (the offline benchmark, or one shard of it), gate (the latest run against the
+baseline, or two revisions measured interleaved), merge (runs, shards and machines into one
+report), summary (gate Markdown into a CI job summary), tests, tests_transformers (the optional
+transformers adapter, with CPU torch), tests_ray (the Ray fleet engine), perf, lint."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ nox.options.sessions = ["lint", "tests"]
 def bench(session: nox.Session) -> None:
     """Build the offline fixtures if missing, benchmark them on the default suites, write the
     parquet and the HTML report. Extra arguments go to `vlm-harness run`, e.g.
-    `nox -s bench -- -m mlx-community/Qwen2.5-VL-3B-Instruct-4bit --limit 50`."""
+    `nox -s bench -- -m mlx-community/Qwen2.5-VL-3B-Instruct-4bit --limit 50`; on a CI matrix,
+    `nox -s bench -- --limit 8 --shard 2/3` measures one part of the plan (then `nox -s merge`)."""
     session.install("-e", ".")
     session.run("vlm-harness", "fixtures", "build")
     args = session.posargs or ["--limit", "8"]
@@ -49,6 +51,43 @@ def gate(session: nox.Session) -> None:
 
 
 @nox.session
+def merge(session: nox.Session) -> None:
+    """Merge runs, shards and CI artifacts into one results set and report: arguments go to
+    `vlm-harness merge`, e.g. `nox -s merge -- artifacts -o reports/merged`."""
+    if not session.posargs:
+        session.error("give the runs or folders to merge and -o DIR, e.g. `nox -s merge -- artifacts -o reports/merged`")
+    session.install("-e", ".")
+    session.run("vlm-harness", "merge", *session.posargs)
+
+
+@nox.session(python=False)
+def summary(session: nox.Session) -> None:
+    """Every gate's Markdown (gate.md under the folders given, default reports/) and the merged
+    report's summary, appended to $GITHUB_STEP_SUMMARY on GitHub Actions, else printed."""
+    from pathlib import Path
+
+    roots = [Path(p) for p in session.posargs] or [Path("reports")]
+    parts = []
+    for root in roots:
+        for gate_md in sorted(root.rglob("gate.md")):
+            parts.append(f"## Gate: {gate_md.parent.name}\n\n{gate_md.read_text()}")
+    merged = Path("reports/merged/report.md")
+    if merged.exists():
+        parts.append(merged.read_text())
+    if not parts:
+        session.log(f"no gate.md under {', '.join(map(str, roots))} and no {merged}: nothing to summarise")
+        return
+    text = "\n\n".join(parts) + "\n"
+    target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if target:
+        with open(target, "a", encoding="utf-8") as f:
+            f.write(text)
+        session.log(f"{len(parts)} summary part(s) written to the job summary")
+    else:
+        print(text)
+
+
+@nox.session
 def perf(session: nox.Session) -> None:
     """The harness's own cost: the same samples through the harness, a bare mlx_vlm loop and one
     `python -m mlx_vlm.generate` per sample; prints overhead and speed-up with spread (~1 min).
@@ -77,6 +116,16 @@ def tests_transformers(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_ray(session: nox.Session) -> None:
+    """The Ray fleet engine on a local two-node cluster (tests/test_fleet.py), with the ray extra."""
+    session.install("-e", ".[test,ray]")
+    session.run("pytest", "tests/test_fleet.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.6")
+    """ruff over the code; zizmor over the CI workflows (pinned actions, no persisted credentials,
+    least privilege, no template injection), offline."""
+    session.install("ruff>=0.6", "zizmor>=1.5")
     session.run("ruff", "check", ".")
+    session.run("zizmor", "--offline", ".github/workflows/")

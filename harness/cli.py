@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     from harness.models import ModelError
     from harness.results.rundir import RunLocked
     from harness.results.store import DamagedFile, SchemaMismatch
+    from harness.run.fleet import FleetError
     from harness.suites import SuiteError
 
     try:
         return args.fn(args)
-    except (ModelError, SuiteError, SchemaMismatch, DamagedFile, RunLocked, UnknownNameError, FileNotFoundError) as e:
+    except (ModelError, SuiteError, SchemaMismatch, DamagedFile, RunLocked, UnknownNameError, FileNotFoundError,
+            FleetError) as e:
         print(f"vlm-harness: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,15 +19,16 @@ def configure(p: argparse.ArgumentParser) -> None:
 @command("report", "render an HTML report from result files or run directories", configure)
 def run(args: argparse.Namespace) -> int:
     from harness.report import render
-    from harness.results.store import read_results
+    from harness.results.store import read_results_info, unsealed
 
-    df = read_results(*map(Path, args.results))
+    df, infos = read_results_info(*map(Path, args.results))
     out = Path(args.output)
     missing = [d for d in args.load if not Path(d).is_dir()]
     if missing:
         print(f"vlm-harness report: error: --load {missing[0]}: no such directory; give a load run directory "
               "or the folder `vlm-harness load --out` wrote to (default reports/load)", file=sys.stderr)
         return 2
-    render(df, out, title=args.title, sources=[str(p) for p in args.results], load_runs=[Path(d) for d in args.load])
+    render(df, out, title=args.title, sources=[str(p) for p in args.results], load_runs=[Path(d) for d in args.load],
+           unsealed=unsealed(infos))
     print(f"report: {out}")
     return 0

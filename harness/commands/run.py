@@ -44,6 +44,13 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the response cache (temperature-0 answers kept by everything that "
                         "determines them; see README)")
+    r.add_argument("--shard", metavar="K/N",
+                   help="measure only part K of N of the plan (a stable hash of model × suite × sample picks it): run "
+                        "K = 1..N on N machines, then `vlm-harness merge` the runs")
+    r.add_argument("--ray", metavar="ADDRESS",
+                   help="send (model × shard) tasks to the nodes of this Ray cluster that offer the 'vlm_harness' "
+                        "resource, one at a time per node; rows come back into this run directory as they finish "
+                        "(pip install 'vlm-harness[ray]')")
     r.add_argument("--reuse-prefix", action="store_true",
                    help="reuse the KV prefix (image included) across consecutive questions on one image (off: clean per-sample numbers)")
 
@@ -52,9 +59,15 @@ def configure(r: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
     from harness.report import markdown_path, render
+    from harness.run.shards import Shard, ShardError
     from harness.run.tester import VLMTester
     from harness.suites import default_suites
 
+    try:
+        shard = Shard.parse(args.shard) if args.shard else None
+    except ShardError as e:
+        print(f"vlm-harness run: error: {e}", file=sys.stderr)
+        return 2
     if args.load_cache:  # read by the adapter in each worker process, which inherits it
         os.environ["VLM_HARNESS_LOAD_CACHE"] = args.load_cache
     tester = VLMTester(
@@ -62,12 +75,17 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
         adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, mode=args.mode, batch_size=args.batch_size,
-        concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache,
+        concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache, shard=shard, ray=args.ray,
     )
+    if args.ray and shard:
+        print("vlm-harness run: error: --ray splits the plan over the cluster's nodes itself; leave out --shard",
+              file=sys.stderr)
+        return 2
     models = args.model or default_models()
     suites = args.suite or default_suites()
     tester.select_run(models, suites)
-    print(f"run {tester.run_id}: {len(models)} model(s) × {len(suites)} suite(s) → {tester.run_dir}", file=sys.stderr)
+    part = f", shard {shard}" if shard else ""
+    print(f"run {tester.run_id}: {len(models)} model(s) × {len(suites)} suite(s){part} → {tester.run_dir}", file=sys.stderr)
     df = tester.run(models, suites)
     report = Path(args.report) if args.report else tester.run_dir / "report.html"
     render(df, report, title=f"VLM benchmark {tester.run_id}", sources=[str(tester.run_dir / "results.parquet")])
@@ -88,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         from harness.run.speed import reuse_summary
 
         print(reuse_summary(df))
+    if tester.incomplete:
+        print(f"unfinished: {len(tester.incomplete)} fleet task(s) ended early; continue with the same command "
+              "and --resume", file=sys.stderr)
+        return 1
     # A malformed input (bad suite or model file, unknown name) is exit 2, after the rest ran.
     bad_input = bool(((df["sample_id"] == "*") & (df["status"] == "error")).any())
     return 2 if bad_input else 0 if counts.get("ok", 0) else 1

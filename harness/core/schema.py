@@ -18,7 +18,8 @@ SCHEMA_VERSION = 3
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
 # v3: round and round_position (speed is measured in counterbalanced rounds; comparisons pair
 # rounds); the accuracy mode and the response cache: mode, batch_size, batch_fallback, pass_s,
-# pass_samples, pass_generated_tokens, cache_hit, answer_check, answer_check_output.
+# pass_samples, pass_generated_tokens, cache_hit, answer_check, answer_check_output; shard,
+# machine_id and node (results from many shards, machines and fleet nodes merge into one set).
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -138,6 +139,10 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("env_metal", pa.bool_(), ""),
     ("env_blas", pa.string(), "BLAS libraries mapped into the measuring process"),
     ("env_host", pa.string(), ""),
+    ("machine_id", pa.string(), "stable id of the machine that measured (harness/measure/environment.py): speed is grouped by it, "
+                                "never pooled across machines"),
+    ("shard", pa.string(), "K/N: the part of the plan this run measured (harness/run/shards.py); null for a whole plan"),
+    ("node", pa.string(), "the fleet node that measured the row (a Ray node id); null for a local run"),
     ("harness_version", pa.string(), ""),
     ("harness_git", pa.string(), ""),
 ]

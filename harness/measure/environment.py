@@ -88,6 +88,47 @@ def _blas() -> str:
     return ",".join(names)
 
 
+# -- which machine ----------------------------------------------------------------------------------
+MACHINE_ID_ENV = "VLM_HARNESS_MACHINE_ID"
+
+
+def _raw_machine_id() -> str:
+    """The operating system's own id of this installation: /etc/machine-id (systemd, D-Bus) on
+    Linux, the IOPlatformUUID on macOS; else the network card's address and the host name."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return text
+    if platform.system() == "Darwin":
+        try:
+            out = subprocess.run(["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"], capture_output=True, text=True,
+                                 timeout=5).stdout
+            m = re.search(r'"IOPlatformUUID"\s*=\s*"([^"]+)"', out)
+            if m:
+                return m.group(1)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    import uuid
+
+    return f"{uuid.getnode():012x}-{socket.gethostname()}"
+
+
+@cache
+def machine_id() -> str:
+    """A stable id of the machine, the same in every run on it: speed is grouped by it when runs
+    from many machines are merged. A digest of the OS's id (that id is meant to stay private), or
+    VLM_HARNESS_MACHINE_ID as given, for containers cloned from one image, which share the OS's id."""
+    import hashlib
+
+    given = os.environ.get(MACHINE_ID_ENV, "").strip()
+    if given:
+        return given
+    return hashlib.sha256(b"vlm-harness machine " + _raw_machine_id().encode()).hexdigest()[:16]
+
+
 # -- the device MLX computes on -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Device:
@@ -189,6 +230,7 @@ def collect() -> dict[str, object]:
         "env_metal": metal,
         "env_blas": _blas(),
         "env_host": socket.gethostname(),
+        "machine_id": machine_id(),
         "env_backend": dev.backend,
         "env_device_name": dev.name,
         "env_device_memory_bytes": dev.memory_bytes,

@@ -27,15 +27,18 @@ _fmt = fmt  # the name tests and older callers use
 
 
 def render(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources: list[str] | None = None,
-           run_dir: Path | str | None = None, markdown: bool = True, load_runs: Sequence[Path] = ()) -> Path:
+           run_dir: Path | str | None = None, markdown: bool = True, load_runs: Sequence[Path] = (),
+           unsealed: Sequence[str] = ()) -> Path:
     """Write the HTML report to `out` and, beside it, report.md (`markdown=False`: HTML only).
 
     `run_dir` (or, when not given, the directories of `sources`) is where run.json and the raw
     files are looked for: the run card reads the settings from there and links the files.
-    `load_runs`: load run directories, or folders of them, summarised and linked in a section."""
+    `load_runs`: load run directories, or folders of them, summarised and linked in a section.
+    `unsealed`: source files read without a content digest (pandas, DuckDB, polars copies), named
+    as such on the page and in report.md."""
     out = Path(out)
     page = build_page(df, out, title=title, sources=sources, run_dir=run_dir, markdown=markdown,
-                      load_runs=load_runs)
+                      load_runs=load_runs, unsealed=unsealed)
     _write(out, render_html(page))
     if markdown:
         _write(markdown_path(out), render_md(page))

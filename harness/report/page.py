@@ -31,6 +31,7 @@ from harness.report.tables import (
     Cell,
     Column,
     ModelRow,
+    SpeedStats,
     acc_cell,
     environment,
     fmt,
@@ -50,7 +51,8 @@ _CORE = ("schema_version", "run_id", "recorded_at", "model", "adapter", "arch", 
          "prefill_tps", "decode_tps", "wall_s", "prompt_tokens", "generated_tokens", "peak_mlx_bytes",
          "peak_rss_bytes", "decode_bound_tps", "bandwidth_gbps", "bandwidth_source", "device_name",
          "device_memory_bytes", "env_host", "env_machine", "env_cpu", "env_cores", "env_ram_bytes", "env_device",
-         "env_mlx", "env_mlx_vlm", "env_python", "env_os", "env_blas", "harness_version", "harness_git", "mode")
+         "env_mlx", "env_mlx_vlm", "env_python", "env_os", "env_blas", "harness_version", "harness_git", "mode",
+         "machine_id", "shard", "node")
 
 ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number of scored samples n "
                "(repetitions of a sample averaged first), from accuracy.parquet. Natural, Synthetic and Overall "
@@ -286,6 +288,8 @@ class Page:
     passes: list[dict]  # accuracy-mode passes as throughput (harness/judge/throughput.py)
     sources: list[str]
     md_name: str
+    unsealed: list[str] = field(default_factory=list)  # sources without a content digest
+    fleet_note: str = ""  # speed from several machines: how the page treats it
     extra: dict[str, Any] = field(default_factory=dict)
 
     def context(self) -> dict[str, Any]:
@@ -293,9 +297,27 @@ class Page:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
 
+def machines_note(stats: Sequence[SpeedStats]) -> tuple[str, list[SpeedStats]]:
+    """With speed from several machines: the note saying so, and the one machine's statistics the
+    speed verdicts compare (the machine that measured the most requests); models are never ranked
+    across machines."""
+    machines: dict[str, int] = {}
+    for s in stats:
+        machines[s.machine] = machines.get(s.machine, 0) + s.n
+    if len(machines) <= 1:
+        return "", list(stats)
+    home = sorted(machines, key=lambda m: (-machines[m], m))[0]
+    note = (f"Speed was measured on {len(machines)} machines: the speed table has one row per model and machine, "
+            f"never a figure pooled across machines, and the speed verdicts compare models on {home}, the machine "
+            "that measured the most requests. Accuracy is computed over every machine's rows.")
+    return note, [s for s in stats if s.machine == home]
+
+
 def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sources: list[str] | None = None,
-               run_dir: Path | str | None = None, markdown: bool = True, load_runs: Sequence[Path] = ()) -> Page:
-    """Every figure of the report, from the rows, in one pass (see the module docstring)."""
+               run_dir: Path | str | None = None, markdown: bool = True, load_runs: Sequence[Path] = (),
+               unsealed: Sequence[str] = ()) -> Page:
+    """Every figure of the report, from the rows, in one pass (see the module docstring).
+    `unsealed`: source files read without a content digest (written by pandas, DuckDB, polars)."""
     out = Path(out)
     full, df = df, _core(df)
     role_of = roles(df)
@@ -304,7 +326,8 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
     # Accuracy-mode rows were generated in batches: their timings are no request's latency.
     speed_cols, speed_rows, speed_stats, unit = speed_table(latency_rows(df))
     accs = accuracy_section(acc, kinds, role_of)
-    answers = verdicts(speed_stats, accs["summary"], role_of, unit)
+    fleet_note, verdict_speed = machines_note(speed_stats)
+    answers = verdicts(verdict_speed, accs["summary"], role_of, unit)
     checks = pipeline_checks(accs["summary"], role_of)
     ok = df[(df["sample_id"] != "*") & (df["status"] == "ok")] if not df.empty else df
     errors = full[full["status"] == "error"][[c for c in ("model", "suite", "sample_id", "error") if c in full]]
@@ -333,6 +356,11 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
     if any_reference:
         notes.append("The reference canary is the harness's own tiny trained model: its accuracy is a pipeline "
                      "check, not a contender.")
+    if fleet_note:
+        notes.append(fleet_note)
+    if unsealed:
+        notes.append(f"Unsealed: {', '.join(unsealed)} carried no content digest (written by another tool), so a "
+                     "changed value would not be detected.")
     cpu_only = "backend" in df and bool((df["backend"].dropna() == "cpu").any())
     if cpu_only:
         notes.append("Measured on MLX's CPU backend: says nothing about Metal on Apple Silicon.")
@@ -387,4 +415,6 @@ def build_page(df: pd.DataFrame, out: Path, *, title: str = "VLM benchmark", sou
         passes=pass_table(full).to_dict("records"),
         sources=sources or [],
         md_name="report.md" if markdown else "",
+        unsealed=list(unsealed),
+        fleet_note=fleet_note,
     )

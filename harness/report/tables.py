@@ -1,4 +1,4 @@
-"""The numbers in the report's tables: one speed row per model, accuracy cells from
+"""The numbers in the report's tables: one speed row per model (and machine), accuracy cells from
 `harness.judge.accuracy.accuracy_table`, model roles, units and formatting.
 
 Pure functions of result rows; every figure can be recomputed from the parquet alone. Each cell
@@ -57,6 +57,7 @@ class ModelRow:
     quantization: str
     backend: str
     cells: dict[str, Cell] = field(default_factory=dict)
+    machine: str = ""  # merged results of several machines: speed rows are per model and machine
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:
@@ -265,6 +266,23 @@ def _single_or_spread(values: pd.Series, unit: str) -> Cell:
                    f"mean ± std over {len(v)} loads, {unit}")
 
 
+# --- machines ----------------------------------------------------------------------------------
+
+def machine_labels(df: pd.DataFrame) -> pd.Series:
+    """Each row's machine, as the report names it: its host name, with the first digits of its
+    machine_id when two machines share a host name. Rows written before machine_id existed
+    fall back to env_host alone."""
+    n = len(df)
+    mid = df["machine_id"].astype(object) if "machine_id" in df else pd.Series([None] * n, index=df.index)
+    host = df["env_host"].astype(object) if "env_host" in df else pd.Series([None] * n, index=df.index)
+    key = mid.where(mid.notna(), host).fillna("").astype(str)
+    host = host.fillna("").astype(str)
+    hosts_of = pd.DataFrame({"k": key, "h": host}).drop_duplicates()
+    shared = set(hosts_of["h"][hosts_of["h"].duplicated(keep=False)])
+    return pd.Series([f"{h} ({k[:8]})".strip() if h in shared or not h else h for k, h in zip(key, host, strict=True)],
+                     index=df.index, dtype=object).replace("()", "")
+
+
 # --- the speed table ---------------------------------------------------------------------------
 
 def speed_columns(df: pd.DataFrame, unit: str) -> list[Column]:
@@ -314,6 +332,7 @@ class SpeedStats:
     peak_rounds: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # bytes, max per round
     decode_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # sample_figures
     ttft_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # ms
+    machine: str = ""  # merged results of several machines: the machine these figures are from
 
 
 def _col(g: pd.DataFrame, name: str) -> pd.Series:
@@ -329,7 +348,8 @@ def _first_str(g: pd.DataFrame, col: str) -> str:
 
 
 def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[SpeedStats], tuple[str, float]]:
-    """The llama-bench-like table: one row per model; with it each model's speed statistics and the
+    """The llama-bench-like table: one row per model (per model and machine when rows come from
+    several machines); with it each row's speed statistics and the
     memory unit the whole report uses."""
     m = measured(df)
     ok = m[m["status"] == "ok"]
@@ -339,16 +359,19 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
     role_of = roles(df)
     bound = has_bound(df)
     rows, stats = [], []
-    counts = m.groupby(["model", "status"]).size().unstack(fill_value=0) if not m.empty else pd.DataFrame()
-    # Merged runs from several machines: the machine joins the backend column, since speed is per machine.
-    hosts = "env_host" in ok and ok["env_host"].nunique() > 1
-    for model, g in ok.groupby("model", sort=True):
+    # Merged runs from several machines: one row per model and machine, the machine named in the
+    # backend column. Speed is a property of the machine; a mean over two is no machine's figure.
+    m = m.assign(_machine=machine_labels(m))
+    ok = m[m["status"] == "ok"]
+    hosts = ok["_machine"].nunique() > 1
+    counts = m.groupby(["model", "_machine", "status"]).size().unstack(fill_value=0) if not m.empty else pd.DataFrame()
+    for (model, machine), g in ok.groupby(["model", "_machine"], sort=True):
         cells: dict[str, Cell] = {}
         # One row per model load: with rounds, each round loads the model afresh.
         per_load = g.drop_duplicates([k for k in ("run_id", "round") if k in g]) if "run_id" in g else g.iloc[:1]
         adapter = _first_str(g, "adapter")
         backend = ",".join(sorted(g["backend"].dropna().astype(str).unique())) if "backend" in g else ""
-        host = ",".join(sorted(g["env_host"].dropna().astype(str).unique())) if hosts else ""
+        host = machine if hosts else ""
         cells["backend"] = Cell(" · ".join(x for x in (adapter, backend, host) if x) or "–")
         size = _col(per_load, "model_size_bytes")
         cells["size"] = Cell.of(fmt(size.iloc[0] / scale), "", float(size.iloc[0])) if not size.empty else Cell("–")
@@ -381,15 +404,15 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
         rss = float(_col(g, "peak_rss_bytes").max()) if not _col(g, "peak_rss_bytes").empty else math.nan
         cells["peak_mlx"] = Cell.of(fmt(peak / scale), "", _num(peak), f"max over {len(g)} requests")
         cells["peak_rss"] = Cell.of(fmt(rss / scale), "", _num(rss), f"max over {len(g)} requests")
-        n_err = int(counts.loc[model].get("error", 0)) if model in counts.index else 0
-        n_uns = int(counts.loc[model].get("unsupported", 0)) if model in counts.index else 0
+        n_err = int(counts.loc[(model, machine)].get("error", 0)) if (model, machine) in counts.index else 0
+        n_uns = int(counts.loc[(model, machine)].get("unsupported", 0)) if (model, machine) in counts.index else 0
         cells["n"] = Cell.of(str(len(g)), f" / {n_err} / {n_uns}", len(g), "", "impossible" if n_err else "")
         rows.append(ModelRow(model, role_of.get(model, MODEL), _first_str(g, "arch"), _first_str(g, "quantization"),
-                             backend, cells))
+                             backend, cells, machine if hosts else ""))
         stats.append(SpeedStats(model, role_of.get(model, MODEL), decode, ttft, peak, len(g),
                                 round_figures(g, "decode_tps"), round_figures(g, "ttft_s") * 1e3,
                                 round_figures(g, "peak_mlx_bytes", "max"), sample_figures(g, "decode_tps"),
-                                sample_figures(g, "ttft_s", 1e3)))
+                                sample_figures(g, "ttft_s", 1e3), machine))
     return cols, rows, stats, (unit, scale)
 
 

@@ -34,6 +34,9 @@ def _v1_to_v2(table: pa.Table) -> pa.Table:
 
 def _v2_to_v3(table: pa.Table) -> pa.Table:
     # v2 measured each model in one pass: its rows are that single round, with no order recorded.
+    # It had no shard, machine_id or node either: a v2 run measured its whole plan on one machine,
+    # which its env_* columns describe; the id is not derived from them (two machines can share a
+    # host name), so it stays null and readers fall back to env_host.
     # Every row was generated one request at a time: mode follows from that. Batch, pass, cache
     # and answer-check columns were not recorded: null.
     if "round" not in table.column_names:

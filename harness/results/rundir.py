@@ -166,9 +166,9 @@ def latest(out_dir: Path) -> RunDir | None:
 
 
 def latest_unfinished(out_dir: Path, *, models: list[str] | None = None, suites: list[str] | None = None,
-                      command: str = "run") -> RunDir | None:
+                      command: str = "run", shard: str | None = None) -> RunDir | None:
     """The newest run that did not finish and was started by the same command (and, when
-    given, for the same models and suites): the one `--resume` should continue."""
+    given, for the same models and suites) and the same shard: the one `--resume` should continue."""
     for run in reversed(runs(out_dir)):
         plan = run.plan()
         if plan.get("finished_at") or plan.get("command", "run") != command:
@@ -176,6 +176,8 @@ def latest_unfinished(out_dir: Path, *, models: list[str] | None = None, suites:
         if models is not None and plan.get("models") not in (None, models):
             continue
         if suites is not None and plan.get("suites") not in (None, suites):
+            continue
+        if plan.get("shard") != shard:  # shard 1/3's run must not take in shard 2/3's samples
             continue
         return run
     return None

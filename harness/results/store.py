@@ -23,6 +23,7 @@ import re
 import secrets
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,19 +141,61 @@ class ResultsStore:
         return moved
 
 
+@dataclass(frozen=True)
+class FileInfo:
+    """What reading one results file found out about it."""
+
+    path: str
+    rows: int
+    schema_versions: tuple[int, ...]  # as written, before migration
+    sealed: bool  # carries its content digest (or, a part, its checksum in its name)
+    written_by: str  # "vlm-harness", or "other" for a file another tool wrote (pandas, DuckDB, polars)
+
+
 def read_file(path: Path) -> pa.Table:
     """One results file (parquet, or an Arrow IPC part), checksums verified, migrated to the
     current schema and conformed."""
+    return read_file_info(path)[0]
+
+
+def read_file_info(path: Path) -> tuple[pa.Table, FileInfo]:
+    """read_file, and what it found: a file another tool wrote (pandas `to_parquet`, DuckDB's
+    `COPY ... (FORMAT parquet)`, polars) keeps the rows but drops this harness's file metadata,
+    so its version comes from the rows' own schema_version column (each version migrated apart,
+    for a concatenation of old and new runs) and, with no content digest to check, it is
+    unsealed: read, and reported as such, not refused."""
+    path = Path(path)
     table = _read_part(path) if path.suffix == ".arrow" else _read_parquet(path)
     meta = table.schema.metadata or {}
+    sealed = path.suffix == ".arrow" or DIGEST_KEY in meta
     raw = meta.get(b"vlm_harness_schema")
     if raw is None:
-        raise DamagedFile(f"{path}: readable, but not vlm-harness results (no schema version)")
+        return _read_foreign(path, table, sealed)
     try:
         version = int(raw.decode())
     except ValueError:
         raise DamagedFile(f"{path}: unreadable schema version {raw!r}") from None
-    return _conform(migrate(table, version, str(path)))
+    info = FileInfo(str(path), len(table), (version,), sealed, "vlm-harness")
+    return _conform(migrate(table, version, str(path))), info
+
+
+def _read_foreign(path: Path, table: pa.Table, sealed: bool) -> tuple[pa.Table, FileInfo]:
+    if "schema_version" not in table.column_names:
+        raise DamagedFile(f"{path}: readable, but not vlm-harness results (no schema version in its metadata and "
+                          "no schema_version column); give a results.parquet or a run directory")
+    import pyarrow.compute as pc
+
+    column = table.column("schema_version")
+    if column.null_count:
+        raise DamagedFile(f"{path}: {column.null_count} row(s) without a schema_version; keep that column when "
+                          "filtering or concatenating results")
+    try:
+        versions = sorted({int(v) for v in pc.unique(column).to_pylist()})
+    except (TypeError, ValueError):
+        raise DamagedFile(f"{path}: unreadable schema_version values; keep the column as written") from None
+    parts = [_conform(migrate(table.filter(pc.equal(column.cast(pa.int64()), v)), v, str(path))) for v in versions]
+    info = FileInfo(str(path), len(table), tuple(versions), sealed, "other")
+    return (pa.concat_tables(parts) if parts else _conform(table)), info
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -210,22 +253,40 @@ def read_results(*paths: Path, damaged: str = "raise") -> pd.DataFrame:
     `damaged="raise"` stops at the first unreadable file with a DamagedFile naming it;
     `"skip"` prints a one-line warning per damaged file and reads the rest.
     """
-    tables = []
+    return read_results_info(*paths, damaged=damaged)[0]
+
+
+def read_results_info(*paths: Path, damaged: str = "raise",
+                      dedupe: bool = True) -> tuple[pd.DataFrame, tuple[FileInfo, ...]]:
+    """read_results, and a FileInfo per file read (which are unsealed, which versions they held).
+    `dedupe=False` keeps every row, for `merge` to find and name duplicates itself."""
+    tables, infos = [], []
     for path in map(Path, paths):
         for f in result_files(path):
             try:
-                tables.append(read_file(f))
+                table, info = read_file_info(f)
             except DamagedFile as e:
                 if damaged != "skip":
                     raise
                 print(f"warning: skipped {e}", file=sys.stderr)
+                continue
+            tables.append(table)
+            infos.append(info)
     if not tables:
-        return SCHEMA.empty_table().to_pandas()
+        return SCHEMA.empty_table().to_pandas(), tuple(infos)
     # Files written before a column was added lack it: they get nulls, so runs of different
     # ages (or machines) still merge into one table.
     df = pa.concat_tables(tables).to_pandas()
-    return df.drop_duplicates(subset=["run_id", *KEY], keep="last").reset_index(drop=True)
+    if dedupe:
+        df = df.drop_duplicates(subset=["run_id", *KEY], keep="last")
+    return df.reset_index(drop=True), tuple(infos)
 
 
-__all__ = ["RESULTS", "PARTS", "DamagedFile", "ResultsStore", "SchemaMismatch", "read_file", "read_results",
-           "result_files", "write_results", "write_table"]
+def unsealed(infos: tuple[FileInfo, ...] | list[FileInfo]) -> list[str]:
+    """The files read without a content digest to check them against."""
+    return [i.path for i in infos if not i.sealed]
+
+
+__all__ = ["RESULTS", "PARTS", "DamagedFile", "FileInfo", "ResultsStore", "SchemaMismatch", "read_file",
+           "read_file_info", "read_results", "read_results_info", "result_files", "unsealed", "write_results",
+           "write_table"]

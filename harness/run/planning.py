@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec, resolve, with_adapter
+from harness.run.shards import Shard
 from harness.suites import Suite, SuiteError
 
 
@@ -42,6 +43,7 @@ class Settings:
     concurrency: int = 4  # requests in flight, for adapters that send requests
     verify: int = 0  # batched answers per model also generated alone, to check them
     cache: bool = True  # read and write the response cache (harness/run/response_cache.py)
+    shard: Shard | None = None  # measure only this part of the plan (harness/run/shards.py)
 
 
 # Four rounds: a paired comparison over rounds has 3 degrees of freedom (t = 3.18 at 95 %), and
@@ -115,7 +117,8 @@ def token_limit(settings: Settings, spec: ModelSpec, sample: Sample) -> int:
 
 def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_suite: Callable[..., Suite],
               done: set[tuple] = frozenset()) -> Plan:
-    """Every task still to measure; `done` holds (model, suite, suite_hash, sample_id, repeat)."""
+    """Every task still to measure; `done` holds (model, suite, suite_hash, sample_id, repeat).
+    With `settings.shard`, only the tasks of that shard."""
     problems: list[Problem] = []
     loaded: list[Suite] = []
     for name in suites:
@@ -142,8 +145,11 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
                 first: dict[tuple[str, ...], int] = {}
                 samples = sorted(samples, key=lambda s: first.setdefault(s.images, len(first)))
             for sample in samples:
-                limited = replace(sample, max_tokens=token_limit(settings, spec, sample))
+                # Dealt before the shard's choice: a sample's round is the same whether or not the plan is split.
                 this_round, dealt = dealt % rounds, dealt + 1
+                if settings.shard is not None and not settings.shard.contains(spec.name, suite.name, sample.id):
+                    continue
+                limited = replace(sample, max_tokens=token_limit(settings, spec, sample))
                 for rep in range(settings.repeats):
                     if (spec.name, suite.name, suite.hash, sample.id, rep) in done:
                         continue

@@ -8,7 +8,7 @@ Each stage is its own module; this one wires them together for one run directory
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from harness.core.workloads import SuiteWorkload
 from harness.judge import scoring
 from harness.judge.accuracy import write_accuracy
 from harness.measure import bandwidth
+from harness.measure.environment import machine_id
 from harness.models import ModelSpec, checkpoint_path
 from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
 from harness.results.store import ResultsStore
@@ -29,6 +30,7 @@ from harness.run.planning import Plan, Settings, Task, make_plan
 from harness.run.progress import Progress, say
 from harness.run.protocol import Finished, Loaded
 from harness.run.rows import load_columns, measurement_columns
+from harness.run.shards import Shard
 from harness.run.supervisor import GaveUp, Rules, Supervisor
 from harness.suites import default_suites, load_suite
 
@@ -130,7 +132,9 @@ class _SuiteRows:
     def row(self, task: Task, status: str, error: str, traceback: str = "") -> dict[str, Any]:
         s = task.sample
         return {
-            **self.load,
+            # The worker's environment (self.load) names the machine too; rows failed before any
+            # load still say where they ran.
+            "machine_id": machine_id(), **self.load,
             "run_id": self.tester.run_id, "model": self.spec.name, "adapter": self.spec.adapter,
             "model_source": self.spec.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
             "suite_hash": task.suite.hash, "benchmark": ",".join(task.suite.definition.benchmark) or None,
@@ -141,7 +145,19 @@ class _SuiteRows:
             "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,
             "max_tokens": s.max_tokens, "status": status, "error": error, "traceback": traceback or None,
             "recorded_at": datetime.now(UTC), "mode": self.tester.settings.mode, "cache_hit": False,
+            "shard": self.tester.shard_label, "node": self.tester.node,
         }
+
+
+class _Tee:
+    """A results store that also hands each batch of rows on, once it is durable here."""
+
+    def __init__(self, store: ResultsStore, forward: Callable[[list[dict[str, Any]]], None]) -> None:
+        self.store, self.forward = store, forward
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        self.store.append(rows)
+        self.forward(rows)
 
 
 class VLMTester:
@@ -171,6 +187,11 @@ class VLMTester:
         verify: int = 0,
         cache: bool = True,
         cache_path: Path | None = None,
+        shard: Shard | str | None = None,
+        node: str | None = None,
+        ray: str | None = None,
+        skip: frozenset[tuple] = frozenset(),
+        forward: Callable[[list[dict[str, Any]]], None] | None = None,
     ) -> None:
         """`mode` "accuracy": answers at the machine's throughput (harness/run/batched.py), in
         batches of `batch_size` (default: what the free memory holds) or `concurrency` requests in
@@ -184,12 +205,22 @@ class VLMTester:
         self.resume = resume
         self._explicit_id = run_id
         self.run_id = run_id or new_run_id()
+        if isinstance(shard, str):
+            shard = Shard.parse(shard)
+        if isinstance(shard, str):
+            shard = Shard.parse(shard)
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
                                  reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds,
                                  mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
-                                 cache=cache)
+                                 cache=cache, shard=shard)
         self.cache_path = cache_path
         self.cache: response_cache.ResponseCache | None = None
+        # The fleet node that measures (harness/run/fleet.py); rows of a local run leave it null.
+        self.node = node
+        self.ray = ray  # a Ray cluster's address: the run's tasks go to its nodes (harness/run/fleet.py)
+        self.skip = frozenset(skip)  # keys finished elsewhere (a fleet's head run): not measured again
+        self.forward = forward  # also hand every stored row to this (a fleet task streams rows to the head)
+        self.incomplete: list[str] = []  # why a fleet run left samples unmeasured; --resume measures them
         self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
         self.progress = progress
         self.fixtures_root = fixtures_root
@@ -199,6 +230,10 @@ class VLMTester:
     def run_dir(self) -> Path:
         return self.out_dir / self.run_id
 
+    @property
+    def shard_label(self) -> str | None:
+        return str(self.settings.shard) if self.settings.shard else None
+
     def test_model(self, name: str, suites: Sequence[str] | None = None) -> pd.DataFrame:
         df = self.run([name], suites)
         return df[df["model"] == name].reset_index(drop=True)
@@ -207,7 +242,7 @@ class VLMTester:
         """The run directory this run writes: with resume and no run id, the newest unfinished
         run of the same models and suites (never a finished or foreign one)."""
         if self.resume and self._explicit_id is None:
-            prev = latest_unfinished(self.out_dir, models=list(models), suites=list(suites))
+            prev = latest_unfinished(self.out_dir, models=list(models), suites=list(suites), shard=self.shard_label)
             if prev is None:
                 raise FileNotFoundError(f"--resume: no unfinished run of these models and suites in {self.out_dir}; "
                                         "give --run-id to name one, or run without --resume")
@@ -231,11 +266,32 @@ class VLMTester:
                        "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
                        "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
-                       "verify": self.settings.verify, "cache": self.settings.cache}
+                       "verify": self.settings.verify, "cache": self.settings.cache,
+                       "shard": self.shard_label, "ray": self.ray}
         previous = run.plan() if self.resume else {}
         run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
                         **({"resumed_at": now()} if self.resume else {})})
-        done = self._done_keys() if self.resume else set()
+        done = (self._done_keys() if self.resume else set()) | self.skip
+        if self.ray:
+            from harness.run.fleet import measure_on_ray
+
+            self.incomplete = measure_on_ray(self, models, suites, done)
+        else:
+            self._measure_here(run, models, suites, done)
+        self.store.consolidate()
+        df = self.store.read()
+        try:
+            write_accuracy(run.path, df)
+        except Exception as e:  # the measurements are safe on disk; the summary can be redone
+            say(f"warning: accuracy.parquet not written ({type(e).__name__}: {e}); "
+                "`vlm-harness rescore` or harness.judge.accuracy.accuracy_table(results) recomputes it")
+        if not self.incomplete:  # an unfinished run is what --resume continues
+            run.update_plan(finished_at=now())
+        return df
+
+    def _measure_here(self, run: RunDir, models: list[str], suites: list[str], done: set[tuple]) -> None:
+        if self.forward is not None:
+            self.store = _Tee(self.store, self.forward)
         plan = make_plan(models, suites, self.settings, load_suite=load_suite, done=done)
         self._record_problems(plan)
         progress = Progress(plan.total, enabled=self.progress)
@@ -261,21 +317,15 @@ class VLMTester:
             progress.close()
             if self.cache is not None:
                 self.cache.close()
-        self.store.consolidate()
-        df = self.store.read()
-        try:
-            write_accuracy(run.path, df)
-        except Exception as e:  # the measurements are safe on disk; the summary can be redone
-            say(f"warning: accuracy.parquet not written ({type(e).__name__}: {e}); "
-                "`vlm-harness rescore` or harness.judge.accuracy.accuracy_table(results) recomputes it")
-        run.update_plan(finished_at=now())
-        return df
+            if isinstance(self.store, _Tee):
+                self.store = self.store.store
 
     def _record_problems(self, plan: Plan) -> None:
         for p in plan.problems:
             self.store.append([{
                 "run_id": self.run_id, "model": p.model, "suite": p.suite, "suite_hash": "", "sample_id": "*",
                 "repeat": 0, "status": "error", "error": p.error, "recorded_at": datetime.now(UTC),
+                "shard": self.shard_label, "node": self.node, "machine_id": machine_id(),
             }])
             say(f"error: {p.error}")
 
