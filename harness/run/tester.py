@@ -242,7 +242,9 @@ class VLMTester:
         supervisor = Supervisor(self.rules, say=say)
         run.update_plan(rounds=plan.rounds)
         # Every round of a model warms up on the same sample, the first of all its tasks.
-        warmup_of = {spec.name: tasks[0].sample for spec, tasks in plan.models if tasks}
+        # (A sample refused when its suite was built cannot warm anything up.)
+        warmup_of = {spec.name: next((t.sample for t in tasks if not t.sample.problem), None)
+                     for spec, tasks in plan.models if tasks}
         gave_up: dict[str, GaveUp] = {}
         self.cache = response_cache.ResponseCache(self.cache_path) if self.settings.cache else None
         try:
