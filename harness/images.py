@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from harness.files import NotReadable, read_regular
+from harness.core.files import NotReadable, read_regular
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme: only http(s) pass check_url

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from harness.files import NotReadable, read_regular
+from harness.core.files import NotReadable, read_regular
 
 MAX_BYTES = 10_000_000  # a suite or model file is a few kB; a larger one is not one
 

@@ -171,6 +171,7 @@ class VLMTester:
         verify: int = 0,
         cache: bool = True,
         cache_path: Path | None = None,
+        report: Path | None = None,
     ) -> None:
         """`mode` "accuracy": answers at the machine's throughput (harness/run/batched.py), in
         batches of `batch_size` (default: what the free memory holds) or `concurrency` requests in
@@ -193,6 +194,7 @@ class VLMTester:
         self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
         self.progress = progress
         self.fixtures_root = fixtures_root
+        self.report = report  # the report the caller renders once the run is finished, if any
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -231,11 +233,14 @@ class VLMTester:
                        "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
                        "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
-                       "verify": self.settings.verify, "cache": self.settings.cache}
+                       "verify": self.settings.verify, "cache": self.settings.cache,
+                       # The report the command renders after the rows: a run killed before it is
+                       # written is continued by --resume (harness/results/rundir.py, latest_unfinished).
+                       **({"report": str(self.report)} if self.report else {})}
         previous = run.plan() if self.resume else {}
         run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
                         **({"resumed_at": now()} if self.resume else {})})
-        done = self._done_keys() if self.resume else set()
+        done = self._done_keys(bool(previous.get("finished_at"))) if self.resume else set()
         plan = make_plan(models, suites, self.settings, load_suite=load_suite, done=done)
         self._record_problems(plan)
         progress = Progress(plan.total, enabled=self.progress)
@@ -289,11 +294,20 @@ class VLMTester:
                 self._bw = None
         return self._bw
 
-    def _done_keys(self) -> set[tuple]:
+    def _done_keys(self, finished_before: bool) -> set[tuple]:
+        run = RunDir(self.run_dir)
         moved = self.store.quarantine_damaged(warn=say)  # measured again below
         if moved:
-            say(f"{len(moved)} damaged part file(s) quarantined in {RunDir(self.run_dir).quarantine}")
+            say(f"{len(moved)} damaged file(s) quarantined in {run.quarantine}")
+        lost_whole = not run.results.exists() and (finished_before or any(p.name.endswith(run.results.name) for p in moved))
         df = self.store.read(damaged="skip")
+        if lost_whole:
+            # A finished run's results.parquet damaged or gone: what the intact parts hold is
+            # kept and written back into it; only the rest is measured again.
+            how = "damaged" if moved else "missing"
+            say(f"{run.results} is {how}: {len(df)} row(s) rebuilt from its intact parts; the samples missing from "
+                "them are measured again" if len(df) else
+                f"{run.results} is {how} and no parts remain: its samples are measured again")
         if df.empty:
             return set()
         # Errors are retried on resume: the cause may have been fixed. The newer row wins.

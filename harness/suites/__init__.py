@@ -207,7 +207,7 @@ def find_suite(name_or_path: str) -> SuiteDef:
 def _file_digest(path: Path) -> str:
     """sha256 of an image file; a file the run cannot read (a FIFO, a device, over the image byte
     limit) is hashed by what it is, and its sample's row says why when it runs."""
-    from harness.files import NotReadable, read_regular
+    from harness.core.files import NotReadable, read_regular
     from harness.images import BOUNDS
 
     try:
