@@ -16,7 +16,6 @@ import http.client
 import io
 import ipaddress
 import json
-import math
 import os
 import re
 import socket

@@ -136,7 +136,7 @@ def test_hostile_images_in_a_run_become_error_rows_and_the_good_one_runs(tmp_pat
 
 
 def test_an_image_path_that_is_a_folder_is_one_line_naming_it(tmp_path):
-    from harness.suites import SuiteError, load_suite
+    from harness.suites import load_suite
 
     (tmp_path / "imgs" / "a-directory.png").mkdir(parents=True)
     (tmp_path / "imgs" / "questions.csv").write_text("image,question,answers\na-directory.png,q,a\n")

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from harness.images import ImageError, ImageLimits, is_remote, read_bytes
-from harness.suites import SuiteError
 
 # The extension a kept image is written under; formats harness.images refuses keep theirs, so the
 # run's error row says what the file is.
