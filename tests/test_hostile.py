@@ -24,8 +24,8 @@ import pytest
 
 from harness.adapters.openai import OpenAIAdapter, ServerError
 from harness.cli import main
-from harness.models import ModelSpec
 from harness.core.records import Sample
+from harness.models import ModelSpec
 from harness.results.rundir import RunDir
 from harness.results.store import DamagedFile, ResultsStore, read_file, read_results
 from harness.tester import VLMTester

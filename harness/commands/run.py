@@ -52,8 +52,8 @@ def configure(r: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
     from harness.report import markdown_path, render
-    from harness.run.tester import VLMTester
     from harness.results.rundir import RunDir, now
+    from harness.run.tester import VLMTester
     from harness.suites import default_suites
 
     if args.load_cache:  # read by the adapter in each worker process, which inherits it
