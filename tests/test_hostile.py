@@ -141,8 +141,9 @@ def _model_file(tmp_path: Path, srv, name: str = "served") -> str:
 
 
 def _run_args(tmp_path: Path, srv, *extra: str, limit: int = 3) -> list[str]:
+    # --no-cache: every sample goes to the server, whose requests the tests count and misbehave on.
     return ["run", "-m", _model_file(tmp_path, srv), "-s", "synthetic-shapes", "--limit", str(limit), "--warmup", "0",
-            "--no-progress", "--out", str(tmp_path / "runs"), *extra]
+            "--no-progress", "--no-cache", "--out", str(tmp_path / "runs"), *extra]
 
 
 def _one_clean_line(err: str, *needles: str) -> None:
@@ -170,7 +171,7 @@ def test_what_a_server_says_is_checked_and_the_answer_kept(server, mode, column,
 
 def test_a_server_count_past_int32_costs_no_row_of_the_run(server, tmp_path):
     server.mode = "huge-usage"
-    df = VLMTester(tmp_path / "runs", limit=3, warmup=0, progress=False).run(
+    df = VLMTester(tmp_path / "runs", limit=3, warmup=0, progress=False, cache=False).run(
         [_model_file(tmp_path, server)], ["synthetic-shapes"])
     assert len(df) == 3 and (df["status"] == "ok").all() and (df["output"] == "ab").all()
     assert df["server_completion_tokens"].isna().all()
@@ -484,7 +485,7 @@ def test_outside_paths_and_refused_urls_fail_their_own_samples_with_the_reason(s
     suite = tmp_path / "mine.toml"
     suite.write_text('name = "mine"\nkind = "natural"\nsource = "folder"\nmetric = "exact_match"\n'
                      'prompt = "{question}"\n\n[params]\npath = "photos"\n')
-    df = VLMTester(tmp_path / "runs", warmup=0, progress=False).run([_model_file(tmp_path, server)], [str(suite)])
+    df = VLMTester(tmp_path / "runs", warmup=0, progress=False, cache=False).run([_model_file(tmp_path, server)], [str(suite)])
     by_id = df.set_index("sample_id")
     assert list(by_id["status"]) == ["ok", "error", "error", "ok"]
     assert "etc/passwd' leads outside the dataset folder" in by_id.loc["00001", "error"]

@@ -29,9 +29,9 @@ import http.client
 import json
 import math
 import os
+import re
 import socket
 import threading
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
