@@ -39,9 +39,22 @@ def main(argv: list[str] | None = None) -> int:
             FleetError) as e:
         print(f"vlm-harness: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The environment refused (a read-only or full disk, a directory where a file should
+        # go): one line naming the path and the reason. Rows already stored are in their parts.
+        print(f"vlm-harness: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vlm-harness: interrupted; finished rows are saved, continue with --resume", file=sys.stderr)
         return 130
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line naming the path: the harness's own WriteError says it already."""
+    if e.filename is None:
+        return str(e) or type(e).__name__
+    where = f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "")
+    return f"{where}: {e.strerror or type(e).__name__}"
 
 
 if __name__ == "__main__":

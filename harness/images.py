@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from harness.core.files import NotReadable, read_regular
+
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # any scheme: only http(s) pass check_url
 HOSTS_ENV = "VLM_HARNESS_IMAGE_HOSTS"  # comma-separated hosts URL images may come from
@@ -37,6 +39,15 @@ PRIVATE_ENV = "VLM_HARNESS_IMAGE_ALLOW_PRIVATE"  # "1": allow loopback/private/l
 
 class ImageError(ValueError):
     """An image that cannot be used; the message names it and says why."""
+
+
+# The largest value each numeric limit may take: far past any real image or request, and small
+# enough that no arithmetic on it overflows or waits for ever (a timeout of 1e300 s, inf or nan
+# breaks the fetch's timer; 10^15 pixels would be a petabyte).
+BOUNDS: dict[str, float] = {
+    "max_size": 65_536, "min_size": 65_536, "max_images": 1_000, "max_bytes": 2_000_000_000,
+    "max_pixels": 1_000_000_000, "timeout_s": 3_600.0,
+}
 
 
 @dataclass(frozen=True)
@@ -66,13 +77,21 @@ class ImageLimits:
                 value = tuple(h.lower() for h in value)
             elif want is not None and (not isinstance(value, want) or (want is not bool and isinstance(value, bool))):
                 raise ValueError(f"field {key!r} must be {known[key].type}, got {value!r}")
-            elif want is not bool and isinstance(value, int | float) and value < 0:
-                raise ValueError(f"field {key!r} must not be negative, got {value!r}")
             out[key] = value
         limits = cls(**out)
         if limits.max_size and limits.min_size > limits.max_size:
             raise ValueError(f"min_size {limits.min_size} is larger than max_size {limits.max_size}")
         return limits
+
+    def __post_init__(self) -> None:
+        # Checked here, not only in from_dict, so limits built in Python are bounded too.
+        for key, high in BOUNDS.items():
+            value = getattr(self, key)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= high:
+                raise ValueError(f"field {key!r} must be a number from 0 to {high:,.0f}, got {value!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"field 'timeout_s' must be above 0 (at most {BOUNDS['timeout_s']:,.0f} s), "
+                             f"got {self.timeout_s!r}")
 
     def hosts(self) -> set[str]:
         extra = os.environ.get(HOSTS_ENV, "")
@@ -93,18 +112,15 @@ def _label(src: object) -> str:
 
 # -- reading ---------------------------------------------------------------------------------------
 def _read_path(path: Path, limits: ImageLimits) -> bytes:
+    # Regular files only, bounded while reading: a FIFO would block for ever, /dev/zero never ends.
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageError(f"image {path} does not exist") from None
-    except OSError as e:
-        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
-    if size > limits.max_bytes:
-        raise ImageError(f"image {path} is {size:,} bytes, over the limit of {limits.max_bytes:,} (max_bytes)")
-    try:
-        return path.read_bytes()
-    except OSError as e:  # a directory, no permission, a device
-        raise ImageError(f"image {path} cannot be read ({e.strerror or type(e).__name__})") from None
+        return read_regular(path, limits.max_bytes)
+    except NotReadable as e:
+        if e.missing:
+            raise ImageError(f"image {path} does not exist") from None
+        if "over the limit" in str(e) or "past the limit" in str(e):
+            raise ImageError(f"image {e} (max_bytes)") from None
+        raise ImageError(f"image {path} cannot be read ({str(e).removeprefix(f'{path}').lstrip(': ')})") from None
 
 
 def _read_data_uri(uri: str, limits: ImageLimits) -> bytes:

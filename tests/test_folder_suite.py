@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -83,10 +84,14 @@ def test_paths_outside_the_folder_are_refused_unless_allowed(photos, tmp_path):
     (tmp_path / "secret.png").write_bytes(png())
     (photos / "link.png").symlink_to(tmp_path / "secret.png")
     for image in ("../secret.png", str(tmp_path / "secret.png"), "link.png", "../../../../etc/passwd"):
-        (photos / "questions.csv").write_text(f"image,question,answers\n{image},q?,a\n")
-        with pytest.raises(SuiteError, match=r"questions.csv:2: image path .* leads outside the dataset folder.*"
-                                             r"allow_outside = true"):
-            load_suite(str(suite(tmp_path)))
+        # One outside path fails its own sample only: the suite's other samples stay.
+        (photos / "questions.csv").write_text(f"image,question,answers\ncat.jpg,q?,a\n{image},q?,a\n"
+                                              "cat.jpg,q2?,a\n")
+        s = load_suite(str(suite(tmp_path)))
+        assert [x.id for x in s.samples] == ["00000", "00001", "00002"]
+        assert not s.samples[0].problem and not s.samples[2].problem
+        assert re.match(r".*questions.csv:3: image path .* leads outside the dataset folder.*allow_outside = true",
+                        s.samples[1].problem), s.samples[1].problem
     (photos / "questions.csv").write_text("image,question,answers\n../secret.png,q?,a\n")
     s = load_suite(str(suite(tmp_path, params='path = "photos"\nallow_outside = true\n')))
     assert Path(s.samples[0].images[0]).resolve() == (tmp_path / "secret.png").resolve()

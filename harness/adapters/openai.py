@@ -14,6 +14,13 @@ per model. An answer with no text at all is an error row ("empty
 answer"): no server we know returns one for a working model, and a score of 0 for it would hide a
 broken chat template or a dropped image. Counts the server did not report (no usage block) are
 null, never 0: only the server can count prompt tokens.
+
+What a server says is checked here, at the boundary: a count that is not a whole number from 0 to
+2^31 - 1 (1099511627776, NaN, "5"), a rate or time that is not a finite non-negative number, a
+finish_reason that is not short text, each becomes null with a note in the row's `preprocessing`
+record (`server_values`); the answer is kept. The whole request, whatever the server sends
+(headers that trickle, one endless line, keep-alive comments for ever), ends at `timeout_s`: a
+timer closes the connection then. A stream line over LINE_BYTES is refused.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import json
 import math
 import os
 import re
+import socket
+import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +47,9 @@ from harness.models import ModelError, ModelSpec, Option
 
 IGNORED = "server ignored max_tokens: "  # the flag's words, as `vlm-harness load` writes them
 WHOLE_ANSWER_BYTES = 16_000_000  # an answer sent in one piece (no stream) larger than this is refused
+LINE_BYTES = 1_000_000  # one line of a stream; a chunk carries a token or a usage block, a few hundred bytes
+COUNT_MAX = 2**31 - 1  # token counts are int32 columns
+FINISH_MAX = 64  # characters of a finish_reason ("stop", "length", "tool_calls", ...)
 
 
 class ServerError(RuntimeError):
@@ -149,11 +161,13 @@ class OpenAIAdapter:
             answer = self._request(self._body(messages, max_tokens))[0].text.strip()
             turn_outputs.append(answer)
             messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": question}]
-        m, cut = self._request(self._body(messages, max_tokens))
+        m, cut, notes = self._request(self._body(messages, max_tokens))
         record = json.loads(record_json(records, self.spec.images))
         record["request"] = {"max_tokens": max_tokens}
         if cut:
             record["request"]["cut"] = cut
+        if notes:
+            record["server_values"] = notes
         preprocessing = json.dumps(record, sort_keys=True, separators=(",", ":"))
         return replace(m, preprocessing=preprocessing, turn_outputs=tuple(turn_outputs))
 
@@ -176,69 +190,111 @@ class OpenAIAdapter:
         with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="openai-request") as pool:
             return list(pool.map(one, samples))
 
-    def _request(self, body: dict[str, Any]) -> tuple[Measurement, str]:
-        """The answer, and why the client cut it at max_tokens ('' when it did not). Holds no
-        state on the adapter, so requests may run in several threads at once."""
+    def _request(self, body: dict[str, Any]) -> tuple[Measurement, str, list[str]]:
+        """The answer, why the client cut it at max_tokens ('' when it did not), and notes on
+        what the server said that could not be stored. Holds no state on the adapter, so
+        requests may run in several threads at once."""
         timeout = self.timeout_s
         # From sending the request: images are decoded beforehand, as in the in-process adapter.
         t0 = time.perf_counter()
         deadline = t0 + timeout
+        seen = _Seen(last_read=t0)
         conn = self._connect(timeout)
+        # The socket timeout bounds each read, not the request: a server trickling a byte at a
+        # time, or one line that never ends, would hold it for ever. A timer shuts the socket
+        # when the whole request's time is up; every read then ends at once.
+        expired = threading.Event()
+        sockets: list[socket.socket] = []  # the response keeps the socket after the connection lets go of it
+
+        def expire() -> None:
+            expired.set()
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def late() -> str:
+            if time.perf_counter() - seen.last_read >= 0.99 * timeout:  # nothing at all came for that long
+                return (f"the stream from {self._where()} stalled for {timeout:g} s (timeout_s) after "
+                        f"{seen.tokens} token(s)")
+            return (f"the answer from {self._where()} took longer than {timeout:g} s (timeout_s) in all, "
+                    f"{seen.tokens} token(s) received")
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
         try:
             try:
+                conn.connect()
+                sockets.append(conn.sock)
+                timer.start()
                 conn.request("POST", f"{self.prefix}/chat/completions", body=json.dumps(body).encode(),
                              headers=self._headers())
                 resp = conn.getresponse()
             except TimeoutError:
                 raise ServerError(f"no answer from {self._where()} within {timeout:g} s (timeout_s)") from None
             except (OSError, http.client.HTTPException) as e:
+                if expired.is_set():
+                    raise ServerError(late()) from None
                 raise ServerError(f"cannot reach the server at {self._where()} ({type(e).__name__}: {e})") from None
-            if resp.status != 200:
-                detail = resp.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
-                raise ServerError(f"HTTP {resp.status} {resp.reason} from {self._where()}: {detail}")
-            ctype = resp.getheader("Content-Type", "")
-            if "text/event-stream" in ctype:
-                out = self._read_stream(resp, t0, deadline, int(body["max_tokens"]))
-            else:  # a server that ignores stream=true answers in one piece: no per-token timing
-                out = self._read_whole(resp, t0, deadline, int(body["max_tokens"]))
+            try:
+                if resp.status != 200:
+                    detail = resp.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+                    raise ServerError(f"HTTP {resp.status} {resp.reason} from {self._where()}: {detail}")
+                ctype = resp.getheader("Content-Type", "")
+                if "text/event-stream" in ctype:
+                    out = self._read_stream(resp, t0, deadline, int(body["max_tokens"]), seen)
+                else:  # a server that ignores stream=true answers in one piece: no per-token timing
+                    out = self._read_whole(resp, t0, deadline, int(body["max_tokens"]), seen)
+            except ServerError:
+                if expired.is_set():  # a read cut by the timer looks like a broken or short stream
+                    raise ServerError(late()) from None
+                raise
+            if expired.is_set():
+                raise ServerError(late())
         finally:
+            timer.cancel()
             conn.close()
         wall = time.perf_counter() - t0
         times, text, usage, timings, finish, cut = out
         n = len(times)
+        notes: list[str] = []
+        finish = _finish_reason(finish, notes)
         if not text:
             raise ServerError(f"empty answer: the server at {self._where()} finished (finish_reason "
                               f"{finish or 'none'}) without any text; check the model's chat template and that "
                               "it accepts images")
         usage = usage or {}
         timings = timings or {}
-        prompt_tokens = usage.get("prompt_tokens")
+        prompt_tokens = _count(usage, "prompt_tokens", notes)
+        completion_tokens = _count(usage, "completion_tokens", notes)
         # Client-side decode rate over the text chunks it saw (one per token on the servers we know).
         decode = (n - 1) / (times[-1] - times[0]) if n >= 2 and times[-1] > times[0] else math.nan
         ttft = times[0] if times else math.nan
         cut_stream = bool(cut) and usage == {}  # cut mid-stream: the stream's usage never came
         return Measurement(
             text=text,
-            prompt_tokens=_int(prompt_tokens),  # only the server can count these: null without usage
+            prompt_tokens=prompt_tokens,  # only the server can count these: null without usage
             # The server's count when it gives one (a token that ends mid-character arrives as no
             # text), unless the client cut the stream: then what the client kept.
-            generated_tokens=n if cut_stream else (_int(usage.get("completion_tokens")) or n),
+            generated_tokens=n if cut_stream else (completion_tokens or n),
             ttft_s=ttft,
-            prefill_tps=_int(prompt_tokens) / ttft if _int(prompt_tokens) and ttft > 0 else math.nan,
+            prefill_tps=prompt_tokens / ttft if prompt_tokens and ttft > 0 else math.nan,
             decode_tps=decode,
             wall_s=wall,
             peak_mlx_bytes=0,
             peak_rss_bytes=0,
             finish_reason=finish or "",
             token_times=tuple(times),
-            server_prompt_tokens=_int(usage.get("prompt_tokens")),
-            server_completion_tokens=_int(usage.get("completion_tokens")),
-            server_prefill_s=_float(timings.get("prompt_ms"), 1e-3),
-            server_prefill_tps=_float(timings.get("prompt_per_second")),
-            server_decode_tps=_float(timings.get("predicted_per_second")),
-        ), cut
+            server_prompt_tokens=prompt_tokens,
+            server_completion_tokens=completion_tokens,
+            server_prefill_s=_rate(timings, "prompt_ms", notes, 1e-3),
+            server_prefill_tps=_rate(timings, "prompt_per_second", notes),
+            server_decode_tps=_rate(timings, "predicted_per_second", notes),
+        ), cut, notes
 
-    def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
+    def _read_stream(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int,
+                     seen: _Seen) -> tuple:
         times: list[float] = []
         pieces: list[str] = []
         usage = timings = None
@@ -249,7 +305,7 @@ class OpenAIAdapter:
                 raise ServerError(f"the answer took longer than {self.timeout_s:g} s (timeout_s); "
                                   f"{len(times)} token(s) received")
             try:
-                raw = resp.readline()
+                raw = resp.readline(LINE_BYTES + 1)
             except TimeoutError:
                 raise ServerError(f"the stream from {self._where()} stalled for {self.timeout_s:g} s "
                                   f"(timeout_s) after {len(times)} token(s)") from None
@@ -257,6 +313,10 @@ class OpenAIAdapter:
                 raise ServerError(f"the stream broke after {len(times)} token(s) ({type(e).__name__}: {e})") from None
             if not raw:
                 break
+            seen.last_read = time.perf_counter()
+            if len(raw) > LINE_BYTES:
+                raise ServerError(f"a line of the stream from {self._where()} is over {LINE_BYTES:,} bytes after "
+                                  f"{len(times)} token(s); refused")
             line = raw.decode("utf-8", "replace").strip()
             if not line.startswith("data:"):
                 continue  # blank separators, comments, event: lines
@@ -287,6 +347,7 @@ class OpenAIAdapter:
                 if content:
                     pieces.append(str(content))
                     times.append(now)
+                    seen.tokens = len(times)
                 if isinstance(choice, dict) and choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             usage = chunk.get("usage") if isinstance(chunk.get("usage"), dict) else usage
@@ -294,14 +355,15 @@ class OpenAIAdapter:
         if not done and finish is None:
             raise ServerError(f"the stream ended before the answer finished (no finish_reason, no [DONE]) after "
                               f"{len(times)} token(s)")
-        said = _int((usage or {}).get("completion_tokens"))
+        said = _count(usage or {}, "completion_tokens", [])  # a bad value is noted once, in _request
         if said is not None and said > max_tokens:
             # Several tokens per chunk: the chunk count kept within the limit, the server's own
             # count says it was ignored.
             return times, "".join(pieces), usage, timings, finish, f"{IGNORED}{said} > {max_tokens}"
         return times, "".join(pieces), usage, timings, finish, ""
 
-    def _read_whole(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int) -> tuple:
+    def _read_whole(self, resp: http.client.HTTPResponse, t0: float, deadline: float, max_tokens: int,
+                    seen: _Seen) -> tuple:
         parts: list[bytes] = []
         size = 0
         while True:  # bounded in time and size: a body that trickles or never ends is an error
@@ -316,6 +378,7 @@ class OpenAIAdapter:
                 raise ServerError(f"the answer broke off ({type(e).__name__}: {e})") from None
             if not piece:
                 break
+            seen.last_read = time.perf_counter()
             parts.append(piece)
             size += len(piece)
             if size > WHOLE_ANSWER_BYTES:
@@ -332,7 +395,7 @@ class OpenAIAdapter:
             raise ServerError(f"malformed JSON answer (content is not text): {raw[:80]!r}")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         timings = data.get("timings") if isinstance(data.get("timings"), dict) else None
-        if isinstance(usage, dict) and (_int(usage.get("completion_tokens")) or 0) > max_tokens:
+        if isinstance(usage, dict) and (_count(usage, "completion_tokens", []) or 0) > max_tokens:
             # One piece past the limit: it cannot be cut by token here, only recorded as ignored.
             cut = f"{IGNORED}{usage['completion_tokens']} > {max_tokens} (in one piece; kept as sent)"
             return [now], text, usage, timings, "length", cut
@@ -368,9 +431,48 @@ def _excess(note: str) -> int:
     return int(m.group(1)) - int(m.group(2)) if m else 0
 
 
-def _int(v: Any) -> int | None:
-    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+@dataclass
+class _Seen:
+    """What one request has received so far, for the message when its time runs out."""
+
+    last_read: float
+    tokens: int = 0
 
 
-def _float(v: Any, scale: float = 1.0) -> float | None:
-    return float(v) * scale if isinstance(v, int | float) and not isinstance(v, bool) else None
+def _count(block: dict[str, Any], key: str, notes: list[str]) -> int | None:
+    """A token count the server reported: a whole number from 0 to COUNT_MAX, else null and a note."""
+    v = block.get(key)
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= COUNT_MAX:
+        return v
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer() and 0 <= v <= COUNT_MAX:
+        return int(v)
+    notes.append(f"{key} {_show(v)} is not a whole number from 0 to {COUNT_MAX:,}; stored as null")
+    return None
+
+
+def _rate(block: dict[str, Any], key: str, notes: list[str], scale: float = 1.0) -> float | None:
+    """A time or rate the server reported: a finite number ≥ 0, else null and a note."""
+    v = block.get(key)
+    if v is None:
+        return None
+    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        out = float(v) * scale
+        if math.isfinite(out):
+            return out
+    notes.append(f"timings.{key} {_show(v)} is not a finite number ≥ 0; stored as null")
+    return None
+
+
+def _finish_reason(v: Any, notes: list[str]) -> str | None:
+    """finish_reason as text of at most FINISH_MAX characters, else null and a note."""
+    if v is None or (isinstance(v, str) and len(v) <= FINISH_MAX):
+        return v
+    notes.append(f"finish_reason {_show(v)} is not text of at most {FINISH_MAX} characters; stored as null")
+    return None
+
+
+def _show(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, float) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -53,3 +53,18 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{value} must be a positive number")
     return value
+
+
+def float_in(lo: float, hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in [lo, hi] (never inf or nan), else a one-line usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= value <= hi:  # false for nan too
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed {lo:g}..{hi:g}")
+        return value
+
+    return parse

@@ -4,14 +4,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.commands import command
+from harness.commands import command, float_in, int_in
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", "-b", help="baseline run directory or parquet file (default: reports/baseline)")
     p.add_argument("--current", "-c", help="current run directory, parquet file, or a directory of runs whose "
                                           "latest is taken (default: the latest run in reports/runs)")
-    p.add_argument("--factor", type=float, default=1.1, help="a timing must be this many times worse to count (default 1.1)")
+    p.add_argument("--factor", type=float_in(1.0, 100.0), default=1.1,
+                   help="a timing must be this many times worse to count, 1 to 100 (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests (default 0.05)")
     p.add_argument("--runs-combine", choices=("best", "median"), default="best",
                    help="with several runs a side, each sample's value is the best of its runs (default: load "
@@ -31,17 +32,35 @@ def configure(p: argparse.ArgumentParser) -> None:
     i.add_argument("--model", "-m", action="append", default=[], help="with --interleave: model (repeatable; "
                                                                         "default: every offline fixture)")
     i.add_argument("--suite", "-s", action="append", default=[], help="with --interleave: suite (repeatable)")
-    i.add_argument("--limit", type=int, help="with --interleave: first N samples of each suite")
+    i.add_argument("--limit", type=int_in(1), help="with --interleave: first N samples of each suite (N ≥ 1)")
     i.add_argument("--out", help="with --interleave: where the runs go (default: reports/interleave)")
 
 
+def _unfinished(path: Path) -> str | None:
+    """Why the run at `path` cannot be gated yet (killed or still running), or None."""
+    from harness.results.rundir import RunDir
+
+    if not path.is_dir():
+        return None
+    run = RunDir(path)
+    plan = run.plan()
+    if plan and not plan.get("finished_at"):
+        return (f"run {path} is not finished (killed, or still running): its rows are a part of the plan; finish it "
+                f"with `vlm-harness run --resume --run-id {run.run_id}` and its models and suites, then gate it")
+    return None
+
+
 def _read(path: Path, what: str):
-    """The rows of one side, or one line on stderr and None: a damaged, empty or foreign file
-    is bad input, never a traceback."""
+    """The rows of one side, or one line on stderr and None: a damaged, empty, foreign or
+    half-written run is bad input, never a traceback and never a pass."""
     from harness.results.store import SchemaMismatch, read_results
 
+    why = _unfinished(path)
+    if why:
+        print(f"vlm-harness gate: cannot compare: {why}", file=sys.stderr)
+        return None
     try:
-        return read_results(path)
+        return read_results(path, require_rows=True)
     except SchemaMismatch as e:
         print(f"vlm-harness gate: cannot compare: {e}", file=sys.stderr)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others for files that are not parquet
@@ -57,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.gate.baseline import BaselineError, resolve_run
     from harness.gate.compare import INCOMPARABLE, compare, to_json, to_markdown
 
-    if not args.factor >= 1 or not 0 < args.alpha < 1:
+    if not args.factor >= 1 or not 0 < args.alpha < 1:  # argparse bounds --factor; kept for the Python API
         print(f"vlm-harness gate: --factor must be ≥ 1 and --alpha between 0 and 1 (got {args.factor:g}, "
               f"{args.alpha:g})", file=sys.stderr)
         return INCOMPARABLE
@@ -100,10 +119,15 @@ def run(args: argparse.Namespace) -> int:
     result = compare(b, c, factor=args.factor, alpha=args.alpha, check_environment=not args.ignore_environment,
                      consensus=args.runs_combine, paired_runs=bool(args.interleave))
     md = to_markdown(result, baseline=str(baseline), current=str(current))
-    for target, text in ((args.markdown, md), (args.json, to_json(result))):
+    for option, target, text in (("--markdown", args.markdown, md), ("--json", args.json, to_json(result))):
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            Path(target).write_text(text)
+            from harness.results.rundir import atomic_write_text
+
+            try:
+                atomic_write_text(Path(target), text)
+            except OSError as e:  # a read-only filesystem, a directory of that name, a full disk
+                print(f"vlm-harness gate: {option}: {e}", file=sys.stderr)
+                return INCOMPARABLE
     print(md)
     for p in result.problems:
         print(f"vlm-harness gate: cannot compare: {p}", file=sys.stderr)

@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from harness.report import render
     from harness.results.store import read_results_info, unsealed
 
-    df, infos = read_results_info(*map(Path, args.results))
+    # No readable row at all is an error, not an empty report saying "0 result rows".
+    df, infos = read_results_info(*map(Path, args.results), require_rows=True)
     out = Path(args.output)
     missing = [d for d in args.load if not Path(d).is_dir()]
     if missing:

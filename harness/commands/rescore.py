@@ -22,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     source = resolve(Path(args.run))
     run = RunDir(source if source.is_dir() else source.parent)
-    before = read_results(source, damaged="skip")
-    if before.empty:
-        print(f"vlm-harness rescore: {source} holds no rows", file=sys.stderr)
-        return 2
+    before = read_results(source, damaged="skip", require_rows=True)  # NoResults: one line, exit 2
     after = scoring.rescore(before, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     stamp = RunDir.stamp()
     out = run.path / RESCORE / stamp

@@ -59,6 +59,7 @@ def configure(r: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from harness.models import default_models
     from harness.report import markdown_path, render
+    from harness.results.rundir import RunDir, now
     from harness.run.shards import Shard, ShardError
     from harness.run.tester import VLMTester
     from harness.suites import default_suites
@@ -70,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.load_cache:  # read by the adapter in each worker process, which inherits it
         os.environ["VLM_HARNESS_LOAD_CACHE"] = args.load_cache
+    report = Path(args.report) if args.report else None
     tester = VLMTester(
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
         adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, mode=args.mode, batch_size=args.batch_size,
         concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache, shard=shard, ray=args.ray,
+        report=report,
     )
     if args.ray and shard:
         print("vlm-harness run: error: --ray splits the plan over the cluster's nodes itself; leave out --shard",
@@ -86,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     tester.select_run(models, suites)
     part = f", shard {shard}" if shard else ""
     print(f"run {tester.run_id}: {len(models)} model(s) × {len(suites)} suite(s){part} → {tester.run_dir}", file=sys.stderr)
+    tester.report = report = report or tester.run_dir / "report.html"
     df = tester.run(models, suites)
-    report = Path(args.report) if args.report else tester.run_dir / "report.html"
     render(df, report, title=f"VLM benchmark {tester.run_id}", sources=[str(tester.run_dir / "results.parquet")])
+    RunDir(tester.run_dir).update_plan(reported_at=now())
     counts = df["status"].value_counts().to_dict()
     print(f"results: {tester.run_dir / 'results.parquet'}")
     print(f"report:  {report}")

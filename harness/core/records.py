@@ -63,6 +63,9 @@ class Sample:
     # Follow-up user messages after `prompt`, each sent with the model's own earlier answers
     # as the history; `answers` score the last turn.
     turns: tuple[str, ...] = ()
+    # Why the sample cannot run, found when its suite was built (an image path leading outside
+    # the dataset, a URL the image checks refused); "" when it can. It fails alone, as an error row.
+    problem: str = ""
 
     def __post_init__(self) -> None:
         for name in TEXT_LISTS:

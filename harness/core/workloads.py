@@ -15,6 +15,11 @@ from typing import Any
 from harness.core.records import Measurement, Sample
 
 
+class SampleRefused(ValueError):
+    """A sample its suite refused when it was built (an image path outside the dataset, a URL
+    the image checks refused); the message says why, and becomes the sample's error row."""
+
+
 @dataclass(frozen=True)
 class SuiteWorkload:
     """Suite samples: one generation per task, after `warmup` untimed generations."""
@@ -42,8 +47,9 @@ class SuiteWorkload:
         # MLX compiles kernels on first use (seconds on a CPU); untimed warm-up keeps that cost
         # out of the first sample. A Python error here is left for the real sample to report;
         # a native crash ends the process, and the supervisor says it happened at warm-up.
-        for _ in range(self.warmup if self.tasks else 0):
-            first = self.warmup_sample or self.tasks[0][1]
+        runnable = [s for _, s in self.tasks if not s.problem]  # a refused sample cannot warm anything up
+        for _ in range(self.warmup if runnable else 0):
+            first = self.warmup_sample or runnable[0]
             try:
                 adapter.generate(first, first.max_tokens)
             except Exception:
@@ -53,6 +59,8 @@ class SuiteWorkload:
             adapter.enable_prefix_reuse()
 
     def run(self, adapter: Any, sample: Sample) -> Measurement:
+        if sample.problem:  # refused when the suite was built: this sample's row says why
+            raise SampleRefused(sample.problem)
         return adapter.generate(sample, sample.max_tokens)
 
     @staticmethod

@@ -54,10 +54,21 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+class WriteError(OSError):
+    """A file the harness could not write; the message names it and the operating system's reason
+    (read-only, no space left, a directory where a file should go)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, *, make_parents: bool = True) -> None:
+    """Write `data` to `path` whole or not at all; WriteError names `path` (never the temporary
+    file) and the reason when the operating system refuses."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {_reason(e, path.parent)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -66,9 +77,20 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         # mkstemp creates 0600; results are meant to be read like their neighbours.
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {_reason(e, path)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _reason(e: OSError, where: Path) -> str:
+    """The operating system's reason, and which path it concerns when that is not the file."""
+    reason = e.strerror or type(e).__name__
+    if e.filename and Path(e.filename) != where and not Path(str(e.filename)).name.startswith(".tmp-"):
+        return f"{reason} ({e.filename})"
+    return reason
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -133,8 +155,11 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run for writing; a second writer gets RunLocked at once, never a wait."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.path / LOCK, "a+")  # noqa: SIM115 - held for the life of the lock
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / LOCK, "a+")  # noqa: SIM115 - held for the life of the lock
+        except OSError as e:
+            raise WriteError(f"cannot write the run directory {self.path}: {_reason(e, self.path)}") from None
         try:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -165,13 +190,20 @@ def latest(out_dir: Path) -> RunDir | None:
     return found[-1] if found else None
 
 
+def report_pending(plan: dict[str, Any]) -> bool:
+    """A run whose rows are all stored but whose report was never written (killed in between):
+    `--resume` continues it and writes the report."""
+    return bool(plan.get("report")) and not plan.get("reported_at")
+
+
 def latest_unfinished(out_dir: Path, *, models: list[str] | None = None, suites: list[str] | None = None,
                       command: str = "run", shard: str | None = None) -> RunDir | None:
-    """The newest run that did not finish and was started by the same command (and, when
-    given, for the same models and suites) and the same shard: the one `--resume` should continue."""
+    """The newest run that did not finish (or finished without its report) and was started by
+    the same command (and, when given, for the same models and suites) and the same shard: the
+    one `--resume` should continue."""
     for run in reversed(runs(out_dir)):
         plan = run.plan()
-        if plan.get("finished_at") or plan.get("command", "run") != command:
+        if plan.get("command", "run") != command or (plan.get("finished_at") and not report_pending(plan)):
             continue
         if models is not None and plan.get("models") not in (None, models):
             continue

@@ -192,6 +192,7 @@ class VLMTester:
         ray: str | None = None,
         skip: frozenset[tuple] = frozenset(),
         forward: Callable[[list[dict[str, Any]]], None] | None = None,
+        report: Path | None = None,
     ) -> None:
         """`mode` "accuracy": answers at the machine's throughput (harness/run/batched.py), in
         batches of `batch_size` (default: what the free memory holds) or `concurrency` requests in
@@ -224,6 +225,7 @@ class VLMTester:
         self.rules = Rules(task_timeout_s=timeout_s, load_timeout_s=2 * timeout_s, max_restarts=max_restarts)
         self.progress = progress
         self.fixtures_root = fixtures_root
+        self.report = report  # the report the caller renders once the run is finished, if any
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -267,11 +269,14 @@ class VLMTester:
                        "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
                        "verify": self.settings.verify, "cache": self.settings.cache,
-                       "shard": self.shard_label, "ray": self.ray}
+                       "shard": self.shard_label, "ray": self.ray,
+                       # The report the command renders after the rows: a run killed before it is
+                       # written is continued by --resume (harness/results/rundir.py, latest_unfinished).
+                       **({"report": str(self.report)} if self.report else {})}
         previous = run.plan() if self.resume else {}
         run.write_plan({**plan_record, "started_at": previous.get("started_at") or now(),
                         **({"resumed_at": now()} if self.resume else {})})
-        done = (self._done_keys() if self.resume else set()) | self.skip
+        done = (self._done_keys(bool(previous.get("finished_at"))) if self.resume else set()) | self.skip
         if self.ray:
             from harness.run.fleet import measure_on_ray
 
@@ -298,7 +303,9 @@ class VLMTester:
         supervisor = Supervisor(self.rules, say=say)
         run.update_plan(rounds=plan.rounds)
         # Every round of a model warms up on the same sample, the first of all its tasks.
-        warmup_of = {spec.name: tasks[0].sample for spec, tasks in plan.models if tasks}
+        # (A sample refused when its suite was built cannot warm anything up.)
+        warmup_of = {spec.name: next((t.sample for t in tasks if not t.sample.problem), None)
+                     for spec, tasks in plan.models if tasks}
         gave_up: dict[str, GaveUp] = {}
         self.cache = response_cache.ResponseCache(self.cache_path) if self.settings.cache else None
         try:
@@ -337,11 +344,20 @@ class VLMTester:
                 self._bw = None
         return self._bw
 
-    def _done_keys(self) -> set[tuple]:
+    def _done_keys(self, finished_before: bool) -> set[tuple]:
+        run = RunDir(self.run_dir)
         moved = self.store.quarantine_damaged(warn=say)  # measured again below
         if moved:
-            say(f"{len(moved)} damaged part file(s) quarantined in {RunDir(self.run_dir).quarantine}")
+            say(f"{len(moved)} damaged file(s) quarantined in {run.quarantine}")
+        lost_whole = not run.results.exists() and (finished_before or any(p.name.endswith(run.results.name) for p in moved))
         df = self.store.read(damaged="skip")
+        if lost_whole:
+            # A finished run's results.parquet damaged or gone: what the intact parts hold is
+            # kept and written back into it; only the rest is measured again.
+            how = "damaged" if moved else "missing"
+            say(f"{run.results} is {how}: {len(df)} row(s) rebuilt from its intact parts; the samples missing from "
+                "them are measured again" if len(df) else
+                f"{run.results} is {how} and no parts remain: its samples are measured again")
         if df.empty:
             return set()
         # Errors are retried on resume: the cause may have been fixed. The newer row wins.

@@ -41,6 +41,9 @@ class RawSample:
     keywords: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()  # multiple-choice option texts, A first
     turns: tuple[str, ...] = ()  # follow-up questions after `question`; answers score the last
+    # Why this sample cannot run (an image path outside the dataset, a refused URL): it becomes
+    # one error row saying so, and the suite's other samples run.
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,15 @@ def find_suite(name_or_path: str) -> SuiteDef:
 
 
 def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of an image file; a file the run cannot read (a FIFO, a device, over the image byte
+    limit) is hashed by what it is, and its sample's row says why when it runs."""
+    from harness.core.files import NotReadable, read_regular
+    from harness.images import BOUNDS
+
+    try:
+        return hashlib.sha256(read_regular(path, int(BOUNDS["max_bytes"]))).hexdigest()
+    except NotReadable:
+        return "unreadable"
 
 
 def generator_files(source: str) -> list[Path]:
@@ -249,7 +260,8 @@ def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
             raise SuiteError(f"{defn.path}: sample {r.id!r}: {e}") from None
         if not r.answers:
             raise SuiteError(f"{defn.path}: sample {r.id!r} has no answer")
-        digests = [_file_digest(p) if p.exists() else "missing" for p in r.images]
+        digests = (["refused"] if r.problem else
+                   [_file_digest(p) if p.exists() else "missing" for p in r.images])
         # Choices and turns join the hash only when present, so suites without them keep their hashes.
         h.update(json.dumps([r.id, r.question, list(r.answers), r.category, r.metric, list(r.keywords), digests]
                             + ([list(r.choices)] if r.choices else [])
@@ -260,7 +272,7 @@ def materialise(defn: SuiteDef, workdir: Path | None = None) -> Suite:
                 prompt=defn.prompt.format(question=r.question), answers=r.answers,
                 category=r.category, metric=r.metric or defn.metric, max_tokens=defn.max_tokens,
                 keywords=r.keywords, choices=r.choices,
-                turns=tuple(defn.prompt.format(question=t) for t in r.turns),
+                turns=tuple(defn.prompt.format(question=t) for t in r.turns), problem=r.problem,
             )
         )
     return Suite(definition=defn, hash=h.hexdigest(), samples=tuple(samples))

@@ -142,14 +142,15 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
             except UnknownNameError as e:
                 raise SuiteError(f"{where}: {e}") from None
         if user_files.is_source(image):
-            kept, why = user_files.fetch(image, workdir / f"{index:05d}")
-            if why:
-                print(f"warning: {where}: {why}; the sample will be an error row", file=sys.stderr)
-            path = kept
+            path, why = user_files.fetch(image, workdir / f"{index:05d}")
+            why = f"{where}: {why}" if why else ""
         else:
-            path = user_files.local_image(image, root, allow_outside=allow_outside, where=where)
+            path, why = user_files.local_image(image, root, allow_outside=allow_outside, where=where)
+        if why:
+            print(f"warning: {why}; the sample will be an error row", file=sys.stderr)
         out.append(RawSample(id=sid, images=(path,), question=question, answers=tuple(answers),
-                             category=_text(row, "category", where, required=False) or "folder", metric=metric))
+                             category=_text(row, "category", where, required=False) or "folder", metric=metric,
+                             problem=why))
     if not out:
         raise SuiteError(f"{questions}: no questions; add rows with image, question, answers")
     return out

@@ -264,7 +264,8 @@ def _image(value: Any, p: Params, where: str, stem: Path) -> tuple[str, str]:
         raise ValueError(f"the image cell holds {type(value).__name__}, not an image")
     if p.local is not None:
         root = p.local if p.local.is_dir() else p.local.parent
-        return str(user_files.local_image(str(path_value), root, allow_outside=p.allow_outside, where=where)), ""
+        path, why = user_files.local_image(str(path_value), root, allow_outside=p.allow_outside, where=where)
+        return str(path), why
     return str(Path(path_value)), ""  # a hub dataset's own cache
 
 
@@ -316,9 +317,10 @@ def _build(p: Params, defn: SuiteDef, ds: Any, workdir: Path) -> list[dict[str, 
         except ValueError as e:
             raise SuiteError(f"{where}: image column {lay.image!r}: {_one_line(e)}") from None
         if why:
-            print(f"warning: {where}: {why}; the sample will be an error row", file=sys.stderr)
+            why = why if why.startswith(where) else f"{where}: {why}"
+            print(f"warning: {why}; the sample will be an error row", file=sys.stderr)
         out.append({"id": sid, "image": image, "question": question, "answers": list(answers),
-                    "category": category, "choices": list(choices)})
+                    "category": category, "choices": list(choices), "problem": why})
     return out
 
 
@@ -337,7 +339,7 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
     if ds is not None:
         fp = _fingerprint(ds)
         if cached is None or cached.get("version") != CACHE_VERSION or cached.get("fingerprint") != fp or not all(
-            (workdir / s["image"]).exists() for s in cached["samples"]
+            (workdir / s["image"]).exists() and not s.get("problem") for s in cached["samples"]
         ):
             cached = {"version": CACHE_VERSION, "fingerprint": fp, "samples": _build(p, defn, ds, workdir)}
             tmp = cache.with_suffix(f".tmp{os.getpid()}")
@@ -345,6 +347,6 @@ def generate(defn: SuiteDef, workdir: Path) -> list[RawSample]:
             tmp.replace(cache)
     return [
         RawSample(id=s["id"], images=(workdir / s["image"],), question=s["question"], answers=tuple(s["answers"]),
-                  category=s["category"], choices=tuple(s["choices"]))
+                  category=s["category"], choices=tuple(s["choices"]), problem=s.get("problem", ""))
         for s in cached["samples"]
     ]

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 from harness.images import ImageError, ImageLimits, is_remote, read_bytes
-from harness.suites import SuiteError
 
 # The extension a kept image is written under; formats harness.images refuses keep theirs, so the
 # run's error row says what the file is.
@@ -33,20 +32,21 @@ def inside(path: Path, root: Path) -> bool:
     return True
 
 
-def local_image(value: str, root: Path, *, allow_outside: bool, where: str) -> Path:
-    """The user's image file for a cell (relative to `root`, the dataset's folder), unread."""
+def local_image(value: str, root: Path, *, allow_outside: bool, where: str) -> tuple[Path, str]:
+    """The user's image file for a cell (relative to `root`, the dataset's folder), unread, and
+    why its sample cannot run ("" when it can): a path leading outside the folder, or one that
+    names something other than a readable file, fails its own sample, never the suite."""
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = root / path
     if not allow_outside and not inside(path, root):
-        raise SuiteError(f"{where}: image path {value!r} leads outside the dataset folder {root}; move the image "
-                         "into it, or set allow_outside = true in the suite's [params] if that is intended")
-    # A missing file fails its sample at run time; one that exists but cannot be read at all (a
-    # folder, no permission) would stop the suite's hashing, so it is named here instead.
+        return path, (f"{where}: image path {value!r} leads outside the dataset folder {root}; move the image "
+                      "into it, or set allow_outside = true in the suite's [params] if that is intended")
+    # A missing file fails its sample at run time, where harness.images says so.
     if path.exists() and (not path.is_file() or not os.access(path, os.R_OK)):
-        raise SuiteError(f"{where}: image path {value!r} ({path}) is not a readable file; fix the path or the "
-                         "file's permissions")
-    return path
+        return path, (f"{where}: image path {value!r} ({path}) is not a readable regular file; fix the path or "
+                      "the file's permissions")
+    return path, ""
 
 
 def image_format(data: bytes) -> str | None:
