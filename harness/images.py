@@ -170,7 +170,17 @@ def check_url(url: str, limits: ImageLimits) -> tuple[str, int, list[str]]:
     return host, port, addresses
 
 
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 prefixes whose last 32 bits are an IPv4 address that a translator or tunnel may reach:
+# IPv4-compatible (RFC 4291, deprecated but still routed by some stacks), SIIT's IPv4-translated
+# (RFC 2765) and the well-known NAT64 prefix (RFC 6052). Each is judged by the IPv4 it carries.
+_CARRIES_IPV4 = (
+    (ipaddress.ip_network("::/96"), "an IPv4-compatible address"),
+    (ipaddress.ip_network("::ffff:0:0:0/96"), "an IPv4-translated (SIIT) address"),
+    (ipaddress.ip_network("64:ff9b::/96"), "a NAT64 address"),
+)
+# The local-use NAT64 prefix (RFC 8215) is not globally reachable by definition (IANA), whatever
+# it embeds, and may embed at any prefix length: refused whole.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 def address_problem(address: str) -> str | None:
@@ -178,9 +188,10 @@ def address_problem(address: str) -> str | None:
 
     Python's `is_global` (IANA's special-purpose registries) is the rule, which covers loopback,
     private, link-local, carrier-grade NAT (100.64.0.0/10), reserved, benchmarking, documentation
-    and unspecified addresses. On top of it: multicast, deprecated site-local IPv6, and any
-    IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo), which reaches that
-    IPv4 address whatever the wrapper says."""
+    and unspecified addresses. On top of it: multicast, deprecated site-local IPv6, IPv4-mapped
+    and local-use NAT64 (64:ff9b:1::/48) addresses, and any IPv6 address that carries an IPv4
+    one (IPv4-compatible, SIIT, NAT64, 6to4, Teredo) whose IPv4 is not global, since a
+    translator or tunnel reaches that IPv4 address whatever the wrapper says."""
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
     except ValueError:
@@ -188,10 +199,14 @@ def address_problem(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return "an IPv4-mapped IPv6 address"
-        if ip in _NAT64:
-            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-            if address_problem(str(inner)):
-                return f"a NAT64 address of {inner}, which is not global"
+        if ip in _LOCAL_NAT64:
+            return "a local-use NAT64 address (64:ff9b:1::/48), not globally reachable"
+        for network, kind in _CARRIES_IPV4:
+            # :: and ::1 lie in ::/96 too; they are named below as unspecified and loopback.
+            if ip in network and not (ip.is_unspecified or ip.is_loopback):
+                inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+                if address_problem(str(inner)):
+                    return f"{kind} of {inner}, which is not global"
         for inner in (ip.sixtofour, ip.teredo[1] if ip.teredo else None):
             if inner is not None and address_problem(str(inner)):
                 return f"an IPv6 address carrying {inner}, which is not global"

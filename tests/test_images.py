@@ -336,6 +336,10 @@ def test_a_trickling_server_cannot_hold_a_fetch_past_timeout_s(http_server):
     ("fec0::1", "site-local"), ("ff02::1", "multicast"), ("ff0e::1", "multicast"), ("2001:db8::1", "not globally"),
     ("::ffff:127.0.0.1", "IPv4-mapped"), ("::ffff:8.8.8.8", "IPv4-mapped"), ("64:ff9b::7f00:1", "NAT64"),
     ("64:ff9b::a00:1", "NAT64"), ("2002:7f00:1::", "carrying 127.0.0.1"), ("2002:a00:1::1", "carrying 10.0.0.1"),
+    ("::127.0.0.1", "IPv4-compatible address of 127.0.0.1"), ("::10.0.0.1", "IPv4-compatible address of 10.0.0.1"),
+    ("::ffff:0:127.0.0.1", "SIIT) address of 127.0.0.1"), ("::ffff:0:a00:1", "SIIT) address of 10.0.0.1"),
+    ("64:ff9b:1::a00:1", "local-use NAT64"), ("64:ff9b:1::808:808", "local-use NAT64"),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "carrying 10.0.0.1"),
     ("not-an-ip", "not an IP address"),
 ])
 def test_every_non_global_address_is_refused(address, why):
@@ -347,7 +351,7 @@ def test_every_non_global_address_is_refused(address, why):
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "64:ff9b::808:808",
-                                     "2002:808:808::1"])
+                                     "2002:808:808::1", "::8.8.8.8", "::ffff:0:808:808"])
 def test_global_addresses_pass(address):
     from harness.images import address_problem
 
