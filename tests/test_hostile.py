@@ -540,3 +540,121 @@ def test_no_rows_at_all_is_no_results(tmp_path):
     with pytest.raises(DamagedFile):
         read_results(run.path)
     assert pa  # pyarrow is what the store writes with
+
+
+@pytest.mark.parametrize("url", ["http://[::127.0.0.1]/x.png", "http://[::10.0.0.1]/x.png",
+                                 "http://[::ffff:0:127.0.0.1]/x.png", "http://[64:ff9b:1::a00:1]/x.png"])
+def test_ipv6_forms_carrying_a_private_ipv4_are_refused(url, monkeypatch):
+    from urllib.parse import urlsplit
+
+    from harness.images import PRIVATE_ENV, ImageError, ImageLimits, check_url
+
+    monkeypatch.delenv(PRIVATE_ENV, raising=False)
+    limits = ImageLimits(allow_hosts=(urlsplit(url).hostname,))  # the host is allowed; its address is not
+    with pytest.raises(ImageError, match="not global"):
+        check_url(url, limits)
+
+
+def _natural(tmp_path: Path, monkeypatch, manifest: str, image: str = "cat.png") -> list:
+    """The natural source over a dataset folder of one image and one question."""
+    from harness.suites import SuiteDef
+    from harness.suites.natural import generate
+
+    root = tmp_path / "datasets" / "evil"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(IMAGE, root / "images" / "cat.png")
+    (root / "manifest.json").write_text(manifest)
+    (root / "questions.jsonl").write_text(
+        json.dumps({"id": "q1", "image": image, "question": "What?", "answers": ["x"], "kind": "object"}) + "\n"
+        + json.dumps({"id": "q2", "image": "cat.png", "question": "Which?", "answers": ["cat"], "kind": "object"}) + "\n")
+    monkeypatch.setenv("VLM_HARNESS_ROOT", str(tmp_path))
+    defn = SuiteDef(name="evil", kind="natural", source="natural", metric="exact_match", prompt="{question}",
+                    max_tokens=4, samples=10, seed=0, params={"dataset": "evil"}, path=tmp_path / "evil.toml")
+    return generate(defn, tmp_path / "work")
+
+
+def test_a_natural_manifest_naming_a_file_outside_the_dataset_fails_that_sample_alone(tmp_path, monkeypatch):
+    import hashlib
+
+    cat = hashlib.sha256(IMAGE.read_bytes()).hexdigest()
+    manifest = json.dumps({"images": [{"file": "/etc/hostname", "sha256": "0" * 64}, {"file": "cat.png", "sha256": cat}]})
+    samples = {r.id: r for r in _natural(tmp_path, monkeypatch, manifest, image="/etc/hostname")}
+    assert "'/etc/hostname' (in manifest.json) leads outside" in samples["q1"].problem
+    assert samples["q2"].problem == ""  # the other sample runs
+
+
+@pytest.mark.parametrize("manifest, needle", [
+    ('{"images": [', "manifest.json: not valid JSON"), ("[1, 2]", "manifest.json: must be an object"),
+    ('{"images": [{"file": 7}]}', "manifest.json: must be an object"), (b"\xff\xfe", "not valid JSON"),
+])
+def test_a_malformed_natural_manifest_is_one_line_naming_it(tmp_path, monkeypatch, manifest, needle):
+    from harness.suites import SuiteError
+
+    with pytest.raises(SuiteError, match=re.escape(needle)):
+        _natural(tmp_path, monkeypatch, manifest if isinstance(manifest, str) else manifest.decode("latin-1"))
+
+
+def _suite_file(path: Path, name: str = "mine", prompt: str = "{question}", include: str | None = None) -> Path:
+    head = f"include = {json.dumps(include)}\n" if include else ""
+    path.write_text(head + f"name = {json.dumps(name)}\nkind = \"synthetic\"\nsource = \"shapes\"\n"
+                    f"metric = \"exact_match\"\nprompt = {json.dumps(prompt)}\nsamples = 1\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["../../../../x", "a/b\nc", "", "x\u0000y", ".hidden", "a b"])
+def test_unsafe_suite_names_are_refused_in_one_line(tmp_path, monkeypatch, name):
+    from harness.suites import SuiteError, load_suite
+
+    monkeypatch.setenv("VLM_HARNESS_CACHE", str(tmp_path / "cache"))
+    suite = _suite_file(tmp_path / "bad.toml", name=name)
+    with pytest.raises(SuiteError, match=r"field 'name' is .*letters, digits") as e:
+        load_suite(str(suite))
+    assert str(suite) in str(e.value) and "\n" not in str(e.value).replace(repr(name), "")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "cache" / "suites").exists()
+
+
+def test_every_bundled_suite_name_is_allowed():
+    from harness.suites import NAME_PATTERN, parse_suite, suite_files
+
+    for path in suite_files().values():
+        assert NAME_PATTERN.fullmatch(parse_suite(path).name)
+
+
+@pytest.mark.parametrize("prompt, needle", [
+    ("{question}{question:>1000000000000}", "no format specs"), ("{question} {question!r}", "no format specs"),
+    ("{question} {question.__class__}", "no format specs"), ("{question} {0}", "no format specs"),
+    ("{question} {", "not a valid template"),
+])
+def test_prompts_with_format_specs_are_refused_in_one_line(tmp_path, prompt, needle):
+    from harness.suites import SuiteError, parse_suite
+
+    with pytest.raises(SuiteError, match=re.escape(needle)):
+        parse_suite(_suite_file(tmp_path / "p.toml", prompt=prompt))
+
+
+def test_a_long_include_chain_is_refused_in_one_line(tmp_path):
+    from harness.suites import MAX_INCLUDE_DEPTH, SuiteError, parse_suite
+
+    _suite_file(tmp_path / "s0.toml")
+    for i in range(1, 1200):
+        (tmp_path / f"s{i}.toml").write_text(f'include = "s{i - 1}.toml"\n')
+    with pytest.raises(SuiteError, match=f"chains more than {MAX_INCLUDE_DEPTH} files deep"):
+        parse_suite(tmp_path / "s1199.toml")
+    assert parse_suite(tmp_path / f"s{MAX_INCLUDE_DEPTH - 1}.toml").name == "mine"  # a short chain still works
+
+
+def test_a_symlink_loop_in_a_folder_suite_fails_its_own_sample(tmp_path):
+    from harness.suites import SuiteDef
+    from harness.suites.folder import generate
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(IMAGE, photos / "cat.png")
+    os.symlink(photos / "b.png", photos / "a.png")
+    os.symlink(photos / "a.png", photos / "b.png")
+    (photos / "questions.csv").write_text("image,question,answers\na.png,What?,x\ncat.png,Which?,cat\n")
+    defn = SuiteDef(name="mine", kind="natural", source="folder", metric="exact_match", prompt="{question}",
+                    max_tokens=4, samples=10, seed=0, params={"path": str(photos)}, path=tmp_path / "mine.toml")
+    first, second = generate(defn, tmp_path / "work")
+    assert "'a.png'" in first.problem and "symlink loop" in first.problem
+    assert second.problem == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,12 +99,27 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 _REQUIRED = ("name", "kind", "source", "metric", "prompt")
 
 
+# How deep `include` may chain: real suites include one base file; a chain of thousands would
+# otherwise end in a RecursionError.
+MAX_INCLUDE_DEPTH = 32
+# A suite's name becomes a folder in the cache (and a column in every row): letters, digits and
+# `.`, `_`, `-` only, starting with a letter or digit, so it can never climb out of the cache
+# (`..`, `/`), nest folders or carry control characters. Every bundled suite's name fits.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The file's fields over those of the file it includes (`include = "other.toml"`, relative
     to this file); `[params]` tables merge key by key, as lmms-eval's task `include:` does."""
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise SuiteError(f"{path}: is a symlink loop; point it at a suite file") from None
     if path in seen:
         raise SuiteError(f"{seen[0]}: include cycle through {path.name}")
+    if len(seen) >= MAX_INCLUDE_DEPTH:
+        raise SuiteError(f"{seen[0]}: 'include' chains more than {MAX_INCLUDE_DEPTH} files deep (at {path.name}); "
+                         "include the base file directly")
     data = read_toml(path, "suite file", SuiteError)
     base_name = data.pop("include", None)
     if base_name is None:
@@ -122,6 +138,22 @@ def _with_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return merged
 
 
+def _check_prompt(path: Path, prompt: str) -> None:
+    """A prompt is text with `{question}` fields and `{{ }}` for literal braces, nothing more: a
+    format spec (`{question:>1000000000000}`), a conversion or an attribute would let one suite
+    file ask for terabytes of padding or reach into the question object, and no suite needs one."""
+    fix = "use {question} for the question and {{ }} for literal braces"
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(prompt) if name is not None]
+    except ValueError as e:
+        raise SuiteError(f"{path}: field 'prompt' is not a valid template ({e}); {fix}") from None
+    for name, spec, conv in fields:
+        if name != "question" or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise SuiteError(f"{path}: field 'prompt' is not a valid template (it has {shown[:60]!r}); {fix} "
+                             "(no format specs, conversions or other fields)")
+
+
 def parse_suite(path: Path) -> SuiteDef:
     data = _with_includes(path)
     for key, value in data.items():
@@ -135,6 +167,9 @@ def parse_suite(path: Path) -> SuiteDef:
             raise SuiteError(f"{path}: missing required field {key!r}")
     if data["kind"] not in KINDS:
         raise SuiteError(f"{path}: field 'kind' is {data['kind']!r}; allowed: {', '.join(KINDS)}")
+    if not NAME_PATTERN.fullmatch(data["name"]):
+        raise SuiteError(f"{path}: field 'name' is {data['name']!r}; use 1 to 100 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit, e.g. name = \"my-suite\"")
     if "{question}" not in data["prompt"]:
         raise SuiteError(f"{path}: field 'prompt' must contain {{question}}")
     if not isinstance(data.get("tags", []), list) or not all(isinstance(t, str) for t in data.get("tags", [])):
@@ -151,11 +186,7 @@ def parse_suite(path: Path) -> SuiteDef:
             registry.get(data[key])
         except UnknownNameError as e:
             raise SuiteError(f"{path}: field {key!r}: {e}") from None
-    try:
-        data["prompt"].format(question="")
-    except (KeyError, IndexError, ValueError) as e:
-        raise SuiteError(f"{path}: field 'prompt' is not a valid template ({type(e).__name__}: {e}); "
-                         "use {question} for the question and {{ }} for literal braces") from None
+    _check_prompt(path, data["prompt"])
     for key, lo, hi in (("max_tokens", 1, 4096), ("samples", 1, 100_000), ("seed", 0, 2**32 - 1)):
         if key in data and not lo <= data[key] <= hi:
             raise SuiteError(f"{path}: field {key!r} is {data[key]}; allowed {lo}..{hi}")

@@ -11,6 +11,7 @@ addresses, one deadline, size limit) and kept in the suite cache byte for byte.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -29,7 +30,18 @@ def inside(path: Path, root: Path) -> bool:
         path.resolve().relative_to(root.resolve())
     except ValueError:
         return False
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13): leads nowhere
+        return False
     return True
+
+
+def symlink_loop(path: Path) -> bool:
+    """Whether following `path`'s symlinks goes round in a circle (resolving it never ends)."""
+    try:
+        path.resolve(strict=True)
+    except (RuntimeError, OSError) as e:
+        return isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+    return False
 
 
 def local_image(value: str, root: Path, *, allow_outside: bool, where: str) -> tuple[Path, str]:
@@ -39,6 +51,8 @@ def local_image(value: str, root: Path, *, allow_outside: bool, where: str) -> t
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = root / path
+    if symlink_loop(path):
+        return path, f"{where}: image path {value!r} ({path}) is a symlink loop; point the link at a file"
     if not allow_outside and not inside(path, root):
         return path, (f"{where}: image path {value!r} leads outside the dataset folder {root}; move the image "
                       "into it, or set allow_outside = true in the suite's [params] if that is intended")
