@@ -8,11 +8,12 @@ fixtures, so speed only, plus the trained reference model for accuracy). The run
 gated against each other in the three ways the gate is used:
 
 - one run a side: every ordered pair of the first five runs (20 comparisons);
-- interleaved, three runs a side: six consecutive runs split A B B A A B, the order in which
-  `vlm-harness gate --interleave` runs two revisions, both directions (2 × (N − 5) comparisons);
+- interleaved, five runs a side: ten consecutive runs split A B, B A, A B, B A, A B (the order in
+  which `vlm-harness gate --interleave` runs two revisions), compared round by round as the gate
+  compares interleaved runs (`paired_runs`), both directions (2 × (N − 9) comparisons);
 - a baseline of three runs against the run after them (N − 3 comparisons).
 
-`--real-interleave K` also runs `vlm-harness gate --interleave HEAD HEAD` for real K times (3
+`--real-interleave K` also runs `vlm-harness gate --interleave HEAD HEAD` for real K times (5
 rounds, the same models and suites) and gates each pair of sides the same way.
 
 A false alarm is exit code 1 between identical runs. Detection is measured on PLANTED changes,
@@ -43,11 +44,13 @@ SUITES = ("synthetic-shapes", "synthetic-counting")
 ACCURACY = ("reference-shapes", "synthetic-shapes")  # the model × suite whose answers are right
 
 
-def make_runs(out: Path, n: int, limit: int) -> None:
-    for i in range(n):
+def make_runs(out: Path, n: int, limit: int, models: tuple[str, ...] = MODELS,
+              suites: tuple[str, ...] = SUITES) -> None:
+    start = len([p for p in out.iterdir() if p.name.startswith("identical-")]) if out.exists() else 0
+    for i in range(start, start + n):
         cmd = [sys.executable, "-m", "harness.cli", "run", "--out", str(out), "--run-id", f"identical-{i:02d}",
-               "--limit", str(limit), "--no-progress", *(a for m in MODELS for a in ("-m", m)),
-               *(a for s in SUITES for a in ("-s", s))]
+               "--limit", str(limit), "--no-progress", "--no-cache", *(a for m in models for a in ("-m", m)),
+               *(a for s in suites for a in ("-s", s))]
         print(f"run {i + 1}/{n}", file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
@@ -69,10 +72,10 @@ def planted_accuracy_drop(df: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
-def trial(base: pd.DataFrame, cur: pd.DataFrame, factor: float) -> dict[str, object]:
-    same = compare(base, cur, factor=factor)
-    slow = compare(base, planted_slowdown(cur), factor=factor)
-    acc = compare(base, planted_accuracy_drop(cur), factor=factor)
+def trial(base: pd.DataFrame, cur: pd.DataFrame, factor: float, paired_runs: bool = False) -> dict[str, object]:
+    same = compare(base, cur, factor=factor, paired_runs=paired_runs)
+    slow = compare(base, planted_slowdown(cur), factor=factor, paired_runs=paired_runs)
+    acc = compare(base, planted_accuracy_drop(cur), factor=factor, paired_runs=paired_runs)
     return {
         "false_alarm": same.exit_code == 1,
         "alarms": [f"{f.model} {f.suite} {f.metric} {f.note}" for f in same.regressions],
@@ -89,14 +92,17 @@ def main() -> int:
     ap.add_argument("--factor", type=float, default=1.1)
     ap.add_argument("--json", help="write every trial here")
     ap.add_argument("--real-interleave", type=int, default=0, help="also measure HEAD against HEAD, interleaved, K times")
+    ap.add_argument("-m", "--model", action="append", help=f"models to run (default {', '.join(MODELS)})")
+    ap.add_argument("-s", "--suite", action="append", help=f"suites to run (default {', '.join(SUITES)})")
     args = ap.parse_args()
     out = Path(args.runs)
+    models, suites = tuple(args.model or MODELS), tuple(args.suite or SUITES)
     if args.make:
-        make_runs(out, args.make, args.limit)
+        make_runs(out, args.make, args.limit, models, suites)
     dirs = sorted(p for p in out.iterdir() if (p / "results.parquet").exists())
     runs = [read_results(p) for p in dirs]
-    if len(runs) < 6:
-        print(f"need at least 6 runs in {out}, found {len(runs)}: use --make 15", file=sys.stderr)
+    if len(runs) < 10:
+        print(f"need at least 10 runs in {out}, found {len(runs)}: use --make 20", file=sys.stderr)
         return 2
 
     def cat(idx: list[int]) -> pd.DataFrame:
@@ -105,10 +111,10 @@ def main() -> int:
     designs: dict[str, list[dict[str, object]]] = {"one run a side (5 runs, ordered pairs)": [
         trial(runs[i], runs[j], args.factor) for i, j in itertools.permutations(range(5), 2)]}
     inter = []
-    for t in range(len(runs) - 5):
-        a, b = [t, t + 3, t + 4], [t + 1, t + 2, t + 5]
-        inter += [trial(cat(a), cat(b), args.factor), trial(cat(b), cat(a), args.factor)]
-    designs["interleaved, 3 runs a side"] = inter
+    for t in range(len(runs) - 9):
+        a, b = [t, t + 3, t + 4, t + 7, t + 8], [t + 1, t + 2, t + 5, t + 6, t + 9]
+        inter += [trial(cat(a), cat(b), args.factor, True), trial(cat(b), cat(a), args.factor, True)]
+    designs["interleaved, 5 runs a side, paired by round"] = inter
     designs["baseline of 3 runs vs the next run"] = [
         trial(cat([t, t + 1, t + 2]), runs[t + 3], args.factor) for t in range(len(runs) - 3)]
 
@@ -118,13 +124,13 @@ def main() -> int:
         real = []
         for k in range(args.real_interleave):
             print(f"interleaved HEAD vs HEAD {k + 1}/{args.real_interleave}", file=sys.stderr)
-            a, b = measure_interleaved("HEAD", "HEAD", out=out.parent / f"{out.name}-interleave-{k:02d}", rounds=3,
-                                       models=MODELS, suites=SUITES, limit=args.limit,
+            a, b = measure_interleaved("HEAD", "HEAD", out=out.parent / f"{out.name}-interleave-{k:02d}", rounds=5,
+                                       models=models, suites=suites, limit=args.limit,
                                        repo=Path(__file__).resolve().parent)
-            real.append(trial(read_results(*a), read_results(*b), args.factor))
-        designs["real --interleave HEAD HEAD, 3 rounds"] = real
+            real.append(trial(read_results(*a), read_results(*b), args.factor, True))
+        designs["real --interleave HEAD HEAD, 5 rounds"] = real
 
-    print(f"{len(runs)} identical runs in {out} ({', '.join(MODELS)} on {', '.join(SUITES)}, "
+    print(f"{len(runs)} identical runs in {out} ({', '.join(models)} on {', '.join(suites)}, "
           f"--limit {args.limit}); factor {args.factor:g}, alpha 0.05\n")
     print("| design | comparisons | false alarms | planted 20 % slowdown caught | planted accuracy drop caught |")
     print("|---|---:|---:|---:|---:|")
