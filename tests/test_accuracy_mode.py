@@ -246,3 +246,36 @@ def test_the_openai_adapter_keeps_the_requests_in_flight_bounded(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_same_shape_images_go_through_one_vision_call_and_others_alone(fixtures_root, tmp_path, monkeypatch):
+    """Qwen2.5-VL's tower takes several images at once: the batched path runs the same-size
+    images of a batch through it in one call (the real fixture's tower, counted), an image of
+    another size alone, and every answer stays the one-at-a-time path's."""
+    from PIL import Image
+
+    from harness.adapters.mlx_vlm import MlxVlmAdapter
+    from harness.models import resolve
+
+    adapter = MlxVlmAdapter(resolve(QWEN), str(fixtures_root / "qwen2_5_vl"))
+    adapter.load()
+    samples = [replace(s, max_tokens=6) for s in load_suite("synthetic-shapes", 4).samples[:4]]
+    odd = tmp_path / "odd.png"
+    Image.open(samples[0].images[0]).convert("RGB").resize((112, 168)).save(odd)
+    samples.append(replace(samples[0], id="odd-size", images=(str(odd),)))
+    tower = type(adapter.model.vision_tower)
+    calls: list[int] = []
+    real = tower.__call__
+
+    def counted(self, pixels, grid, **kw):
+        calls.append(int(grid.shape[0]))  # images in this call
+        return real(self, pixels, grid, **kw)
+
+    monkeypatch.setattr(tower, "__call__", counted)
+    batched = adapter.generate_batch(samples)
+    assert sorted(calls) == [1, 4]  # the four same-size images together, the odd one alone
+    calls.clear()
+    alone = [adapter.generate(s, s.max_tokens) for s in samples]
+    assert calls == [1] * 5
+    assert [m.text for m in batched] == [m.text for m in alone]
+    assert [m.generated_tokens for m in batched] == [m.generated_tokens for m in alone]

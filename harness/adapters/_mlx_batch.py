@@ -8,9 +8,17 @@ the language model then prefills and decodes all of them at once through mlx-vlm
 batches requests. `batch_generate` would also batch the processor call, but the processors of
 three of the four seed architectures reject a batch (SmolVLM: "number of images in the text ...
 and images ... should be the same"; Phi-3.5-Vision: one image tag per prompt; LLaVA-NeXT:
-"non-uniform length"), and on the CPU a batched vision tower saves nothing (it is compute-bound
-there: 8 images in one call took as long as 8 calls). The decode, where batching pays, is
-batched for every architecture this way.
+"non-uniform length"). The decode, where batching pays most, is batched for every architecture
+this way.
+
+The vision tower is batched where the architecture's vision entry point takes several images in
+one call and its `get_input_embeddings` accepts the features back (`cached_image_features`, the
+hook of mlx-vlm's vision-feature cache): samples whose processor outputs have the same shapes
+(same image size) go through the tower together, and each sample's features are then merged
+into its own prompt exactly as the one-at-a-time path merges them. On the CPU that saves little
+(the tower is compute-bound there); on a GPU, where one small image leaves the device mostly
+idle, it removes most of the per-sample time. Other architectures, and samples whose shapes
+differ from every other's, run the tower one sample at a time.
 
 Text is detokenised as `batch_generate` does: every token up to, not including, a stop token.
 At temperature 0 the sampler is argmax, as in `stream_generate`.
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PREFILL_GROUP = 8  # prompts prefilled together
+VISION_GROUP = 16  # images through the vision tower in one call: bounds its activations
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,54 @@ def _signature(ids: Any, kwargs: dict[str, Any]) -> tuple:
                  for k, v in sorted(kwargs.items()) if hasattr(v, "shape"))
 
 
+def _qwen_vision(model: Any, group: list[dict[str, Any]]) -> list[Any]:
+    """Qwen2-VL / Qwen2.5-VL: the tower takes every image's patches concatenated, with one
+    (t, h, w) grid row per image, and keeps the images apart itself (attention per image through
+    its cumulative lengths); its output is the images' merged tokens, one after another."""
+    import mlx.core as mx
+
+    tower = model.vision_tower
+    pixels = mx.concatenate([x["pixel_values"] for x in group], axis=0)
+    grid = mx.concatenate([x["image_grid_thw"] for x in group], axis=0)
+    out = tower(pixels.astype(tower.patch_embed.proj.weight.dtype), grid, output_hidden_states=False)
+    mx.eval(out)
+    return mx.split(out, len(group), axis=0)  # same shapes: the same number of tokens each
+
+
+# model_type -> how several same-shape samples go through its vision tower in one call
+VISION_BATCH = {"qwen2_vl": _qwen_vision, "qwen2_5_vl": _qwen_vision}
+
+
+def _vision_signature(inputs: dict[str, Any]) -> tuple | None:
+    """The shapes that decide a sample's vision features (its prompt's tensors left out); None
+    for a sample without an image."""
+    if inputs.get("pixel_values") is None:
+        return None
+    return tuple((k, tuple(int(d) for d in v.shape)) for k, v in sorted(inputs.items())
+                 if hasattr(v, "shape") and k not in ("input_ids", "attention_mask"))
+
+
+def _vision_features(model: Any, prepared: list[dict[str, Any]]) -> dict[int, Any]:
+    """Row index -> its vision features, for the rows whose tower ran batched with others of the
+    same shapes. Rows left out (no batched entry point for this architecture, a shape no other
+    row shares, no image) run the tower inside `get_input_embeddings`, one at a time."""
+    batch = VISION_BATCH.get(getattr(model.config, "model_type", ""))
+    if batch is None:
+        return {}
+    groups: dict[tuple, list[int]] = {}
+    for i, inputs in enumerate(prepared):
+        sig = _vision_signature(inputs)
+        if sig is not None:
+            groups.setdefault(sig, []).append(i)
+    features: dict[int, Any] = {}
+    for rows in groups.values():
+        for start in range(0, len(rows), VISION_GROUP):
+            chunk = rows[start:start + VISION_GROUP]
+            if len(chunk) > 1:
+                features.update(zip(chunk, batch(model, [prepared[i] for i in chunk]), strict=True))
+    return features
+
+
 def generate(model: Any, processor: Any, requests: list[Request], *, temperature: float = 0.0,
              top_p: float = 1.0) -> list[Answer]:
     """The answers to `requests`, in order; raises if the model cannot take them as one batch."""
@@ -63,14 +120,17 @@ def generate(model: Any, processor: Any, requests: list[Request], *, temperature
 
     add_special = should_add_special_tokens(model.config.model_type, processor)
     image_token_index = getattr(model.config, "image_token_index", None)
+    prepared = [prepare_inputs(processor, images=list(r.images) or None, prompts=r.prompt,
+                               image_token_index=image_token_index, add_special_tokens=add_special)
+                for r in requests]
+    features = _vision_features(model, prepared)
     rows = []
-    for r in requests:
-        inputs = prepare_inputs(processor, images=list(r.images) or None, prompts=r.prompt,
-                                image_token_index=image_token_index, add_special_tokens=add_special)
+    for i, inputs in enumerate(prepared):
         ids = inputs.get("input_ids")
         data = {k: v for k, v in inputs.items() if k not in ("input_ids", "pixel_values", "attention_mask")}
+        cached = {"cached_image_features": features[i]} if i in features else {}
         embedded = model.get_input_embeddings(ids, inputs.get("pixel_values"), mask=inputs.get("attention_mask"),
-                                              **data)
+                                              **data, **cached)
         rows.append((ids, {**data, **{k: v for k, v in embedded.to_dict().items() if v is not None}}))
     n = len(requests)
     # Prompts are prefilled in groups of similar length (BatchGenerator sorts them by length), so
