@@ -314,7 +314,13 @@ def test_the_gate_refuses_a_half_written_run(tmp_path, capsys):
 
 def test_a_run_directory_deleted_mid_run_ends_non_zero_and_says_so(server, tmp_path, capsys):
     run_dir = tmp_path / "runs" / "x"
-    server.on_request = lambda n: shutil.rmtree(run_dir) if n == 2 else None
+
+    def delete(n: int) -> None:
+        # The run writes its parts meanwhile: delete until the directory is really gone.
+        while n == 2 and run_dir.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    server.on_request = delete
     assert main(_run_args(tmp_path, server, "--run-id", "x", limit=4)) == 2
     _one_clean_line(capsys.readouterr().err, str(run_dir), "was deleted while the run was going")
     assert not run_dir.exists()  # never made again, half full

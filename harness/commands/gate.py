@@ -11,8 +11,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", "-b", help="baseline run directory or parquet file (default: reports/baseline)")
     p.add_argument("--current", "-c", help="current run directory, parquet file, or a directory of runs whose "
                                           "latest is taken (default: the latest run in reports/runs)")
-    p.add_argument("--factor", type=float_in(1.0, 100.0), default=1.1,
-                   help="a timing must be this many times worse to count, 1 to 100 (default 1.1)")
+    # Any finite number parses (inf or nan never); below 1 is refused by the command in one line,
+    # and a huge factor is how a caller gates accuracy alone.
+    p.add_argument("--factor", type=float_in(0.0, 1e9), default=1.1,
+                   help="a timing must be this many times worse to count, at least 1 (default 1.1)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the tests (default 0.05)")
     p.add_argument("--runs-combine", choices=("best", "median"), default="best",
                    help="with several runs a side, each sample's value is the best of its runs (default: load "

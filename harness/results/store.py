@@ -120,6 +120,9 @@ class ResultsStore:
         # file name, so neither can overwrite or delete the other's rows.
         self._tag = secrets.token_hex(3)
         self._written = False  # after the first part, a missing run directory is never made again
+        # A run directory that existed when the store opened (the run made it and holds its
+        # lock) is never made again either: gone means deleted, not "not yet made".
+        self._existed = self.run_dir.is_dir()
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -134,14 +137,20 @@ class ResultsStore:
         try:
             # The first part makes parts/ (and the run directory for a bare store); later ones do
             # not, so a run directory deleted mid-run is an error, not a new one half as full.
-            atomic_write_bytes(path, data, make_parents=not self._written)
+            if self._existed and not self.run_dir.is_dir():
+                raise FileNotFoundError(2, "No such file or directory", str(self.run_dir))
+            if not self._written and self._existed:
+                self.parts.mkdir(exist_ok=True)  # parts/ only, never the run directory itself
+            atomic_write_bytes(path, data, make_parents=not self._written and not self._existed)
         except OSError as e:
             raise self._write_error(path, e) from None
         self._written = True
         self._seq += 1
 
     def _write_error(self, path: Path, e: OSError) -> WriteError:
-        if not self.run_dir.is_dir():
+        # parts/ gone after it was made: the run directory is gone, or going (a delete in
+        # progress removes parts/ before the directory itself).
+        if not self.run_dir.is_dir() or ((self._written or self._existed) and not self.parts.exists()):
             return WriteError(f"cannot store results: the run directory {self.run_dir} was deleted while the run "
                               "was going; the rows it held are gone with it, and the run stops here")
         if self.parts.exists() and not self.parts.is_dir():
