@@ -10,9 +10,28 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 SCRIPTED = Path(__file__).resolve().parent / "serving_server.py"
+
+
+class OpenAIHandler(BaseHTTPRequestHandler):
+    """Base of the in-process misbehaving OpenAI-compatible servers: quiet, one request per
+    connection, and GET /models answers with an empty list (the adapter's load probe)."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        body = b'{"data": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def free_port() -> int:

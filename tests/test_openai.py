@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from servers import free_port, mlx_vlm_server
+from servers import OpenAIHandler, free_port, mlx_vlm_server
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
 from harness.adapters.openai import OpenAIAdapter, ServerError, api_base
@@ -106,20 +106,8 @@ def _chunk(text: str | None = None, finish: str | None = None) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-class _Bad(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
+class _Bad(OpenAIHandler):
     mode = "ok"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802
-        body = b'{"data": []}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self):  # noqa: N802
         self.server.last_body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
