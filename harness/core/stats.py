@@ -142,10 +142,6 @@ class Paired:
         """The interval excludes no difference (ratio 1)."""
         return self.n >= 2 and not math.isnan(self.low) and (self.low > 1 or self.high < 1)
 
-    def bound(self, side: str) -> float:
-        """A one-sided bound at (1 + level) / 2: 'low' or 'high' of the two-sided interval."""
-        return self.low if side == "low" else self.high
-
 
 def ratio_interval(log_ratios: Sequence[float] | np.ndarray, *, level: float = 0.95) -> Paired:
     """The ratio behind per-block log ratios (one per round), with a two-sided Student-t interval
