@@ -382,8 +382,20 @@ def test_a_read_only_out_is_one_line_and_exit_2(server, tmp_path, read_only_dir,
 
 
 def test_a_full_disk_is_one_line_and_the_rows_written_stay(server, tmp_path, small_disk, capsys):
+    run = small_disk / "runs" / "x"
+
+    def stored() -> int:
+        with contextlib.suppress(Exception):
+            return len(read_results(run))
+        return 0
+
     def fill(n: int) -> None:
-        if n == 3:  # two rows are stored by now
+        if n == 3:
+            # The worker asks for the third answer while the parent may still be storing the
+            # second: wait until two rows are on disk, so the test knows what must survive.
+            deadline = time.monotonic() + 60
+            while stored() < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
             with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
@@ -395,7 +407,7 @@ def test_a_full_disk_is_one_line_and_the_rows_written_stay(server, tmp_path, sma
     assert main(args) == 2
     _one_clean_line(capsys.readouterr().err, str(small_disk / "runs" / "x"), "No space left on device")
     (small_disk / "filler").unlink()
-    assert len(read_results(small_disk / "runs" / "x")) >= 2  # what was stored before is safe
+    assert len(read_results(run)) >= 2  # what was stored before is safe
 
 
 def test_parts_being_a_file_is_one_line_and_exit_2(server, tmp_path, capsys):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 from harness.adapters.mlx_vlm import MlxVlmAdapter
@@ -29,8 +30,8 @@ def adapter(qwen_dir):
     a.close()
 
 
-def _bare_loop(a: MlxVlmAdapter) -> tuple[int, float]:
-    """mlx_vlm's stream written out by hand: count distinct tokens, time them ourselves."""
+def _bare_loop(a: MlxVlmAdapter) -> list[float]:
+    """mlx_vlm's stream written out by hand: count distinct tokens, time-stamp them ourselves."""
     from mlx_vlm import apply_chat_template, stream_generate
 
     prompt = apply_chat_template(a.processor, a.model.config, _sample().prompt, num_images=1)
@@ -41,7 +42,7 @@ def _bare_loop(a: MlxVlmAdapter) -> tuple[int, float]:
             tokens.append(int(r.token))
             stamps.append(time.perf_counter())
     mx.synchronize()
-    return len(tokens), (len(tokens) - 1) / (stamps[-1] - stamps[0])
+    return stamps
 
 
 def test_reported_decode_rate_matches_its_token_timestamps(adapter):
@@ -55,19 +56,30 @@ def test_reported_decode_rate_matches_its_token_timestamps(adapter):
 
 
 def test_reported_decode_rate_agrees_with_a_separate_stream_loop(adapter):
-    """Interleaved pairs: the harness's figure against a hand-written loop's. Other jobs on a
-    shared CPU slow single runs by up to 3×, but a bookkeeping error (a token too many, the
-    first token's prefill inside the decode window) is systematic and shows in every pair;
-    so one quiet pair agreeing within 3 % passes, and none in twelve fails."""
-    gaps = []
+    """The harness's token clock against a hand-written loop's, interval by interval. Other jobs
+    on a shared CPU stretch some intervals by up to 3×: whole-run rates of two back-to-back runs
+    differed by up to 50 % in CI, and even the median step of a dozen runs each by up to 2× with
+    both cores busy elsewhere. Contention only lengthens steps, so the quick quarter is the
+    quiet one: its edge (the 25th percentile) agreed within 7 % in 12 trials, loaded or not.
+    The bound is wider still, for clock errors rather than per cents: stamps taken in a batch
+    after the fact shrink the step tenfold or more, and a prefill inside the first decode
+    interval is ~20× a step here. The harness's overhead against the same bare loop is
+    measured in benchmarks/test_overhead.py (`nox -s perf`, ~1 %); that decode_tps is exactly
+    these intervals' rate is the test above."""
+    ours: list[np.ndarray] = []
+    theirs: list[np.ndarray] = []
     for _ in range(12):
         m = adapter.generate(_sample(), N)
-        n, rate = _bare_loop(adapter)
-        assert n == m.generated_tokens == N
-        gaps.append(abs(m.decode_tps / rate - 1))
-        if gaps[-1] < 0.03:
-            break
-    assert min(gaps) < 0.03, f"harness and bare-loop decode rates differ in every pair: {[f'{g:.1%}' for g in gaps]}"
+        stamps = _bare_loop(adapter)
+        assert len(stamps) == m.generated_tokens == N
+        ours.append(np.diff(m.token_times))
+        theirs.append(np.diff(stamps))
+    step_ours, step_theirs = (np.quantile(np.concatenate(d), 0.25) for d in (ours, theirs))
+    assert 1 / 1.5 < step_ours / step_theirs < 1.5, (
+        f"quick-quarter decode step: harness {step_ours * 1e3:.2f} ms, bare loop {step_theirs * 1e3:.2f} ms")
+    first_ours, first_theirs = np.median([d[0] for d in ours]), np.median([d[0] for d in theirs])
+    assert first_ours < 2 * first_theirs + step_theirs, (
+        f"median first decode interval: harness {first_ours * 1e3:.2f} ms, bare loop {first_theirs * 1e3:.2f} ms")
 
 
 def test_prefix_reuse_counts_only_new_tokens_and_keeps_the_answer(adapter):
