@@ -61,6 +61,10 @@ def test_rows_carry_measurements_scores_and_environment(run):
     assert set(ok["suite_kind"]) == {"natural", "synthetic"}
     # Load is measured once per worker: one value per model.
     assert ok.groupby(["model", "round"])["load_s"].nunique().eq(1).all()  # one load per worker: model × round
+    # Inter-token latencies: one per token after the first, and decode_tps is their rate.
+    for _, r in ok.iterrows():
+        assert len(r["itl_s"]) == r["generated_tokens"] - 1 and min(r["itl_s"]) > 0
+        assert r["decode_tps"] == pytest.approx((r["generated_tokens"] - 1) / sum(r["itl_s"]), rel=1e-9)
 
 
 def test_test_model_returns_that_models_rows(fixtures_root, tmp_path):

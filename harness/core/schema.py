@@ -13,13 +13,14 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
 # v3: round and round_position (speed is measured in counterbalanced rounds; comparisons pair
 # rounds); the accuracy mode and the response cache: mode, batch_size, batch_fallback, pass_s,
 # pass_samples, pass_generated_tokens, cache_hit, answer_check, answer_check_output; shard,
 # machine_id and node (results from many shards, machines and fleet nodes merge into one set).
+# v4: itl_s, each generation's inter-token latencies (speed verdicts decide on a round's quick steps).
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -74,6 +75,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("ttft_s", pa.float64(), "call to first token, seconds (preprocessing included)"),
     ("prefill_tps", pa.float64(), "prompt tokens per second of prefill"),
     ("decode_tps", pa.float64(), "generated tokens after the first per second"),
+    ("itl_s", pa.list_(pa.float64()), "inter-token latencies, seconds: the gaps between consecutive generated "
+                                      "tokens in order (vLLM's ITL); decode_tps is their count over their sum"),
     ("wall_s", pa.float64(), "whole generation, seconds"),
     ("peak_mlx_bytes", pa.int64(), "peak MLX allocation during this generation, bytes"),
     ("peak_rss_bytes", pa.int64(), "peak process resident memory during this generation, bytes"),

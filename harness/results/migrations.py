@@ -46,7 +46,12 @@ def _v2_to_v3(table: pa.Table) -> pa.Table:
     return table
 
 
-STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(table: pa.Table) -> pa.Table:
+    # v3 kept no inter-token latencies: itl_s is null, and its rounds are judged on decode_tps.
+    return table
+
+
+STEPS: dict[int, Callable[[pa.Table], pa.Table]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(table: pa.Table, version: int, source: str = "") -> pa.Table:

@@ -26,6 +26,7 @@ def measurement_columns(m: Measurement) -> dict[str, Any]:
     return {
         "output": m.text, "prompt_tokens": m.prompt_tokens, "generated_tokens": m.generated_tokens,
         "ttft_s": m.ttft_s, "prefill_tps": m.prefill_tps, "decode_tps": m.decode_tps, "wall_s": m.wall_s,
+        "itl_s": [b - a for a, b in zip(m.token_times, m.token_times[1:], strict=False)] or None,
         "peak_mlx_bytes": m.peak_mlx_bytes, "peak_rss_bytes": m.peak_rss_bytes, "finish_reason": m.finish_reason,
         "cached_tokens": m.cached_tokens, "preprocessing": m.preprocessing or None,
         "turn_outputs": list(m.turn_outputs) or None,
