@@ -14,7 +14,7 @@ from harness.core.stats import describe, paired_ratio
 from harness.gate.compare import compare
 from harness.report.tables import speed_table
 from harness.report.verdict import PROVISIONAL, verdicts
-from harness.run.planning import DEFAULT_ROUNDS, Settings, make_plan
+from harness.run.planning import DEFAULT_ROUNDS, Settings, make_plan, turns
 from harness.suites import load_suite
 
 
@@ -53,7 +53,7 @@ def test_rounds_deal_the_samples_and_rotate_the_order():
 def test_a_run_measures_each_round_in_a_fresh_worker_in_rotated_order(fixtures_root, tmp_path):
     from harness.run.tester import VLMTester
 
-    tester = VLMTester(tmp_path, limit=4, progress=False, warmup=0)
+    tester = VLMTester(tmp_path, limit=8, progress=False, warmup=0)
     df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
     assert (df["status"] == "ok").all() and sorted(df["round"].unique()) == [0, 1, 2, 3]
     first_in_round = df.sort_values("recorded_at").groupby("round")["model"].first()
@@ -64,6 +64,29 @@ def test_a_run_measures_each_round_in_a_fresh_worker_in_rotated_order(fixtures_r
     # A fresh worker per model and round: each one loaded the model (a load time of its own).
     loads = df.groupby(["model", "round"])["load_s"].nunique()
     assert (loads == 1).all() and len(loads) == 8
+    # Lockstep: inside a round the models answer sample by sample, turn about (A B, B A).
+    assert df["lockstep"].all()
+    for _, g in df.sort_values("recorded_at").groupby("round"):
+        order = g["model"].tolist()
+        assert order[0] != order[1] and order[1] == order[2] and order[2] != order[3]  # A B B A
+        assert g["round_position"].tolist() == [0, 1, 0, 1]
+        assert set(g.iloc[:2]["sample_id"]) == {g.iloc[0]["sample_id"]}  # the same sample, moments apart
+
+
+def test_turns_alternate_the_order_every_other_turn():
+    assert turns([2, 2]) == [(0, 0), (1, 1), (1, 0), (0, 1)]
+    # A model without a k-th task sits that turn out; places count those who take part.
+    assert turns([3, 1, 2]) == [(0, 0), (1, 1), (2, 2), (2, 0), (0, 1), (0, 0)]
+    assert turns([]) == [] and turns([0, 0]) == []
+
+
+def test_without_lockstep_each_model_measures_its_round_as_one_block(fixtures_root, tmp_path):
+    from harness.run.tester import VLMTester
+
+    tester = VLMTester(tmp_path, limit=2, progress=False, warmup=0, rounds=1, lockstep=False)
+    df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
+    assert (df["status"] == "ok").all() and not df["lockstep"].any()
+    assert df.sort_values("recorded_at")["model"].tolist() == ["fixture-qwen2_5_vl"] * 2 + ["fixture-smolvlm"] * 2
 
 
 def _rows(rates: dict[str, list[list[float]]], *, run: str = "r", peak: float = 2e9) -> pd.DataFrame:
@@ -157,3 +180,33 @@ def test_the_gate_pairs_interleaved_rounds_with_the_same_rule():
         slower = compare(a, b, factor=1.1, paired_runs=True)
         decode = next(f for f in slower.findings if f.metric == "decode_tps")
         assert decode.verdict == "regression" and "interleaved rounds paired" in decode.note
+
+
+def _lockstep_twins(slowdown: float, seed: int) -> pd.DataFrame:
+    """Two models in lockstep over 4 rounds of 4 samples: every sample's pair shares the moment's
+    speed, which swings by ±40 % from sample to sample and is never the same twice; twin-b's
+    decode is `slowdown` times slower; each answer alone varies by another 15 %."""
+    rng = np.random.default_rng(seed)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for r in range(4):
+        for i in range(4):
+            moment = rng.uniform(0.6, 1.4)
+            for model in ("twin-a", "twin-b"):
+                v = 100.0 * moment / (slowdown if model == "twin-b" else 1.0) * np.exp(rng.normal(0, 0.15))
+                out.append({"run_id": "r", "model": model, "suite": "s", "suite_hash": "h", "sample_id": f"{r}-{i}",
+                            "repeat": 0, "round": r, "status": "ok", "decode_tps": v, "ttft_s": 1.0 / v,
+                            "peak_mlx_bytes": 2e9, "lockstep": True,
+                            "recorded_at": t0 + timedelta(seconds=r * 100 + i)})
+    return pd.DataFrame(out)
+
+
+def test_lockstep_verdicts_pair_samples():
+    found = [_answers(_lockstep_twins(1.25, seed))["decode"] for seed in range(20)]
+    assert all("paired over 16 samples in lockstep" in v.margin for v in found)
+    assert sum(v.outcome == "winner" and v.winners == ("twin-a",) for v in found) >= 19
+    ties = [_answers(_lockstep_twins(1.0, seed))["decode"] for seed in range(20)]
+    assert sum(v.outcome == "winner" for v in ties) <= 2  # 5 % false winners expected: 1 in 20
+    # The same rows without the lockstep mark pair rounds: the round medians carry the noise of
+    # four samples each, with three degrees of freedom.
+    assert "paired over 4 rounds" in _answers(_lockstep_twins(1.25, 0).assign(lockstep=False))["decode"].margin

@@ -145,6 +145,13 @@ def test_a_worker_killed_mid_sample_costs_that_sample_only(fixtures_root, qwen_d
     assert "worker process died (SIGKILL) during sample q1" in crashy.loc["q1", "error"]
     # The other model in the same run is untouched.
     assert (df[df["model"] == "fixture-qwen2_5_vl"]["status"] == "ok").sum() == 3
+    # In one round, lockstep: the sample after the crash goes to a fresh worker after the
+    # round's turns, alone, and its row says so; the others ran turn about.
+    one = VLMTester(tmp_path / "runs1", progress=False, rounds=1).run([str(ckpt), "fixture-qwen2_5_vl"], ["mini"])
+    crashy = one[one["model"] == str(ckpt)].set_index("sample_id")
+    assert crashy.loc["q1", "status"] == "error" and crashy.loc["q2", "status"] == "ok"
+    assert crashy.loc["q0", "lockstep"] and not crashy.loc["q2", "lockstep"]
+    assert one[one["model"] == "fixture-qwen2_5_vl"]["lockstep"].all()
 
 
 def test_sigkill_halfway_keeps_finished_rows_and_resume_completes_the_rest(fixtures_root, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import ADAPTERS, Unsupported
+from harness.adapters._planted import Ballast
 from harness.core import checkpoint
 from harness.core.records import LoadStats, Measurement, Sample
 from harness.images import ImageError, load_images, record_json  # noqa: F401  (ImageError: re-exported)
@@ -112,9 +113,10 @@ def _mark_planted(record: str, slowdown: float) -> str:
 
 @ADAPTERS.register("mlx_vlm")
 class MlxVlmAdapter:
-    # A test-only setting, off by default: sleep this fraction of each decoded token's own time
-    # after it, so decode takes (1 + planted_slowdown) times as long. It plants an honest, known
-    # slowdown for checking that comparisons find real differences; rows say it was on.
+    # A test-only setting, off by default: each decoded token also queues this fraction of a decode
+    # step's work (harness/adapters/_planted.py), so decode takes (1 + planted_slowdown) times as
+    # long. It plants an honest, known slowdown for checking that comparisons find real
+    # differences; rows say it was on.
     OPTIONS: dict = {
         "planted_slowdown": Option(float, 0.0, "test only: make decode this fraction slower (0.25: each token takes "
                                                "25 % longer); recorded in the row's preprocessing record",
@@ -236,6 +238,13 @@ class MlxVlmAdapter:
             load_warm_s=load_warm_s,
         )
 
+    def _ballast(self, slow: float) -> Ballast | None:
+        if not slow:
+            return None
+        if getattr(self, "_planted", None) is None:
+            self._planted = Ballast(slow)
+        return self._planted
+
     def generate(self, sample: Sample, max_tokens: int) -> Measurement:
         import mlx.core as mx
         from mlx_vlm import apply_chat_template, stream_generate
@@ -285,6 +294,7 @@ class MlxVlmAdapter:
         seen = 0
         monitor = SampleMonitor(gpu=_backend() == "cuda")
         slow = float(self.spec.option("planted_slowdown") or 0.0)
+        ballast = self._ballast(slow)
         monitor.start()
         t0 = time.perf_counter()
         with _TtftSplit(self.model) as split:
@@ -298,13 +308,14 @@ class MlxVlmAdapter:
                 # The last result repeats the final count with the detokenizer's tail: not a token.
                 if r.generation_tokens > seen:
                     seen = r.generation_tokens
-                    if slow and times:
-                        time.sleep(slow * (now - t0 - times[-1]))
-                        now = time.perf_counter()
+                    if ballast is not None:
+                        ballast.after_token()
                     times.append(now - t0)
                 last = r
         mx.synchronize()
         wall = time.perf_counter() - t0
+        if ballast is not None and not ballast.calibrated:  # sized on the first generation: the warm-up
+            ballast.calibrate(lambda: self.generate(sample, max(max_tokens, 32)).token_times)
         contended, state = monitor.stop()
         parts = split.parts(t0, times[0] if times else math.nan)
         n = last.generation_tokens if last else 0

@@ -19,6 +19,10 @@ def configure(r: argparse.ArgumentParser) -> None:
                    help="measure speed in N counterbalanced rounds: each round runs every model once, in a fresh "
                         "worker, in an order rotated each round, on its share of the samples (default 4 with two or "
                         "more models, 1 with one); verdicts pair the models' round means")
+    r.add_argument("--no-lockstep", dest="lockstep", action="store_false",
+                   help="measure each model's share of a round as one block, one model loaded at a time (the "
+                        "default holds a round's models loaded together and alternates their samples, when they "
+                        "fit in memory together; verdicts then pair samples)")
     r.add_argument("--warmup", type=int_in(0, 100), default=1, help="untimed generations per model before measuring (default 1)")
     r.add_argument("--limit", type=int_in(1), help="use only the first N samples of each suite")
     r.add_argument("--max-tokens", type=int_in(1, 32768), help="override every suite's generation limit")
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
-        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, mode=args.mode, batch_size=args.batch_size,
+        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, lockstep=args.lockstep, mode=args.mode, batch_size=args.batch_size,
         concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache, shard=shard, ray=args.ray,
         report=report,
     )

@@ -20,7 +20,8 @@ SCHEMA_VERSION = 4
 # rounds); the accuracy mode and the response cache: mode, batch_size, batch_fallback, pass_s,
 # pass_samples, pass_generated_tokens, cache_hit, answer_check, answer_check_output; shard,
 # machine_id and node (results from many shards, machines and fleet nodes merge into one set).
-# v4: itl_s, each generation's inter-token latencies (speed verdicts decide on a round's quick steps).
+# v4: itl_s, each generation's inter-token latencies; lockstep (a round's models measured sample by sample,
+# alternating, so the verdicts can pair samples).
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -49,7 +50,9 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("repeat", pa.int32(), "repetition index, 0-based"),
     ("round", pa.int32(), "counterbalanced round the sample was measured in, 0-based: every model runs once per "
                           "round, in its own fresh worker, in an order rotated from round to round"),
-    ("round_position", pa.int32(), "the model's place in its round's order, 0-based"),
+    ("round_position", pa.int32(), "the model's place in its round's order, 0-based (lockstep: in this sample's turn)"),
+    ("lockstep", pa.bool_(), "measured in lockstep: the round's models held loaded together and their samples "
+                             "alternated, so this sample's answers from every model were taken moments apart"),
     ("status", pa.string(), "ok | error | unsupported | skipped"),
     ("error", pa.string(), "reason when status is not ok"),
     ("traceback", pa.string(), "the worker's Python traceback, or a native crash's stack, when there is one"),

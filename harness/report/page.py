@@ -47,7 +47,8 @@ from harness.report.verdict import pipeline_checks, verdicts
 # filter copies each column, so a 100,000-row run renders several times faster on this subset.
 _CORE = ("schema_version", "run_id", "recorded_at", "model", "adapter", "arch", "quantization", "random_weights",
          "model_role", "backend", "model_size_bytes", "params_b", "import_s", "load_s", "suite", "suite_kind",
-         "suite_hash", "sample_id", "category", "repeat", "round", "round_position", "status", "error", "metric", "score", "ttft_s",
+         "suite_hash", "sample_id", "category", "repeat", "round", "round_position", "lockstep", "status", "error", "metric",
+         "score", "ttft_s",
          "prefill_tps", "decode_tps", "wall_s", "prompt_tokens", "generated_tokens", "peak_mlx_bytes",
          "peak_rss_bytes", "decode_bound_tps", "bandwidth_gbps", "bandwidth_source", "device_name",
          "device_memory_bytes", "env_host", "env_machine", "env_cpu", "env_cores", "env_ram_bytes", "env_device",

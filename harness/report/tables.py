@@ -333,6 +333,7 @@ class SpeedStats:
     decode_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # sample_figures
     ttft_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # ms
     machine: str = ""  # merged results of several machines: the machine these figures are from
+    lockstep: bool = False  # every request measured in lockstep: the verdicts may pair samples
 
 
 def _col(g: pd.DataFrame, name: str) -> pd.Series:
@@ -412,7 +413,8 @@ def speed_table(df: pd.DataFrame) -> tuple[list[Column], list[ModelRow], list[Sp
         stats.append(SpeedStats(model, role_of.get(model, MODEL), decode, ttft, peak, len(g),
                                 round_figures(g, "decode_tps"), round_figures(g, "ttft_s") * 1e3,
                                 round_figures(g, "peak_mlx_bytes", "max"), sample_figures(g, "decode_tps"),
-                                sample_figures(g, "ttft_s", 1e3), machine))
+                                sample_figures(g, "ttft_s", 1e3), machine,
+                                "lockstep" in g and bool(g["lockstep"].eq(True).all())))
     return cols, rows, stats, (unit, scale)
 
 

@@ -47,7 +47,10 @@ def _v2_to_v3(table: pa.Table) -> pa.Table:
 
 
 def _v3_to_v4(table: pa.Table) -> pa.Table:
-    # v3 kept no inter-token latencies: itl_s is null, and its rounds are judged on decode_tps.
+    # v3 kept no inter-token latencies (itl_s is null) and measured each model's round as one block:
+    # lockstep is false, so its verdicts pair rounds, not samples.
+    if "lockstep" not in table.column_names:
+        table = table.append_column("lockstep", pa.array([False] * len(table), pa.bool_()))
     return table
 
 

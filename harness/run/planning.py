@@ -12,6 +12,13 @@ that drifts during a run, and whatever the order of models does to them, so fall
 model alike, and each round gives every model a figure measured close in time to the others'
 (the unit the report's verdicts pair). Splitting rather than repeating keeps the total work that
 of one pass; what rounds add is one model load and warm-up per model and round.
+
+Lockstep (the default where the round's models fit in memory together): inside a round, every
+model's worker is loaded and warmed up in turn, then their samples alternate one by one, the
+order reversed every other turn (A B, B A, A B, ...; `turns`). On a shared machine speed drifts
+by tens of per cent from one second to the next; two models' answers to the same sample, taken
+a few hundred milliseconds apart, differ by what the models do, and each such pair is a
+replicate the verdicts can use (harness/core/stats.py `compare_pairs`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class Settings:
     adapter: str | None = None  # run every model through this adapter instead of its own
     base_url: str = ""
     rounds: int | None = None  # None: DEFAULT_ROUNDS with two or more models, else one
+    lockstep: bool = True  # a round's models held loaded together, their samples alternated (see `turns`)
     # Accuracy mode (harness/run/batched.py): answers at the machine's throughput, no per-request timing.
     mode: str = "latency"  # latency | accuracy
     batch_size: int | None = None  # None: what the free memory holds
@@ -58,6 +66,20 @@ def rounds_for(settings: Settings, n_models: int) -> int:
     if settings.rounds is not None:
         return max(1, int(settings.rounds))
     return DEFAULT_ROUNDS if n_models > 1 else 1
+
+
+def turns(counts: list[int]) -> list[tuple[int, int]]:
+    """Lockstep order for one round: (model index, its place in this turn) for every task, given
+    how many tasks each model has, in the round's order. Turn k takes one task of each model that
+    has a k-th, in the round's order when k is even and reversed when odd, so each model is first
+    as often as last and neither place's effect (a warm cache, the other's leftovers) favours one."""
+    out = []
+    for k in range(max(counts, default=0)):
+        order = [i for i in range(len(counts)) if counts[i] > k]
+        if k % 2:
+            order.reverse()
+        out += [(i, place) for place, i in enumerate(order)]
+    return out
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,97 +116,203 @@ class Supervisor:
                 break
 
     def _one_worker(self, spec: ModelSpec, path: str, workload: Any, events: Events) -> _Outcome:
-        from harness.run.worker import worker_main
-
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=False)
-        fd, crash_log = tempfile.mkstemp(prefix="vlm-harness-worker-", suffix=".log")
-        os.close(fd)
-        proc = ctx.Process(target=worker_main, args=(child, spec, path, workload, crash_log), daemon=True)
-        proc.start()
-        child.close()
-        remaining = [task for task, _ in workload.items()]
-        phase = "loading"  # loading | warm-up | a task id
-        current: int | None = None
-        last = time.monotonic()
-        deadline = self.rules.load_timeout_s
-
-        def fail_rest(error: str, tb: str = "") -> _Outcome:
-            events.failed(list(remaining), "error", error, tb)
-            return _Outcome([], retry=False, gave_up=GaveUp("error", error, tb))
-
+        talk = _Conversation(self, spec, path, workload, events)
         try:
-            while True:
-                if parent.poll(0.1):
-                    try:
-                        msg = parent.recv()
-                    except (EOFError, OSError):
-                        msg = None
-                    if msg is None:
-                        break
-                    last = time.monotonic()
-                    if isinstance(msg, Loaded):
-                        events.loaded(msg)
-                        phase, deadline = "warm-up", self.rules.task_timeout_s
-                    elif isinstance(msg, LoadFailed):
-                        status = "skipped" if msg.skipped else "error"
-                        error = msg.error if msg.skipped else f"{'load' if phase == 'loading' else 'warm-up'} failed: {msg.error}"
-                        self.say(f"{status}: {spec.name}: {error}")
-                        events.failed(list(remaining), status, error, msg.traceback)
-                        return _Outcome([], retry=False, gave_up=GaveUp(status, error, msg.traceback))
-                    elif isinstance(msg, Ready):
-                        phase = "tasks"
-                    elif isinstance(msg, Started):
-                        current = msg.task
-                        events.started(msg.task)
-                    elif isinstance(msg, Finished):
-                        events.finished(msg)
-                        if msg.task in remaining:
-                            remaining.remove(msg.task)
-                        current = None
-                    elif isinstance(msg, Done):
-                        return _Outcome(remaining, retry=False)
-                elif not proc.is_alive():
-                    break
-                elif time.monotonic() - last > deadline:
-                    proc.kill()
-                    proc.join(timeout=5)
-                    where = self._where(phase, current, workload)
-                    error = f"timed out after {deadline:.0f} s {where}; raise --timeout if the model is just slow"
-                    self.say(f"error: {spec.name}: {error}")
-                    if current is None:  # loading or warm-up: it would time out again
-                        return fail_rest(error)
-                    events.failed([current], "error", error)
-                    remaining.remove(current)
-                    return _Outcome(remaining, retry=True)
-            # The pipe closed or the process ended without saying Done: it died.
-            proc.join(timeout=5)
-            hint = exit_hint(proc.exitcode)
-            error = (f"worker process died ({signal_name(proc.exitcode)}) {self._where(phase, current, workload)}"
-                     + (f": {hint}" if hint else ""))
-            tb = _read(crash_log)
-            self.say(f"error: {spec.name}: {error}")
-            if current is None:
-                # Before any task, or between tasks: loading and warm-up deaths recur at every
-                # start, so nothing is retried.
-                if phase != "tasks":
-                    return fail_rest(error + "; not retried: it would recur at every start", tb)
-                return _Outcome(remaining, retry=True)
-            events.failed([current], "error", error, tb)
-            remaining.remove(current)
-            return _Outcome(remaining, retry=True)
+            return talk.until()
         finally:
-            if proc.is_alive():
-                proc.kill()
-            proc.join(timeout=5)
-            parent.close()
-            Path(crash_log).unlink(missing_ok=True)
+            talk.close()
+
+    def run_together(self, jobs: Sequence[Job], turns: Sequence[int]) -> list[GaveUp | None] | None:
+        """Several models' tasks in lockstep: each model's worker is started, loaded and warmed up
+        in turn (so no load is timed against another), then `turns` says whose next task runs
+        (indices into `jobs`; each job's tasks in its workload's order), one task at a time. A
+        difference between two models' samples a few hundred milliseconds apart is theirs, not
+        the machine's drift between two blocks of a round.
+
+        Returns None, with nothing run, when a model is refused at load for want of memory
+        while the others are held: the caller runs the models one after another instead. A
+        worker that dies or times out mid-way costs its task; its remaining tasks then run
+        after the others, in a fresh worker, as `run` would."""
+        talks: dict[int, _Conversation] = {}
+        out: list[GaveUp | None] = [None] * len(jobs)
+        later: dict[int, list[int]] = {}
+        try:
+            for i, job in enumerate(jobs):
+                talk = _Conversation(self, job.spec, job.path, job.workload, job.events, paced=True)
+                ended = talk.until(lambda m: isinstance(m, Ready))
+                if ended is None:
+                    talks[i] = talk
+                    continue
+                talk.close()
+                if ended.gave_up is not None and ended.gave_up.status == "skipped" and talks:
+                    return None
+                out[i] = ended.gave_up
+                if ended.gave_up is None and ended.remaining:
+                    later[i] = ended.remaining
+            queue = {i: list(t.remaining) for i, t in talks.items()}
+            for i in turns:
+                talk = talks.get(i)
+                if talk is None or not queue.get(i):
+                    continue
+                task = queue[i].pop(0)
+                talk.go(task)
+                ended = talk.until(lambda m, task=task: isinstance(m, Finished) and m.task == task)
+                if ended is not None:  # died or timed out: the rest of its tasks go to a fresh worker
+                    talk.close()
+                    del talks[i]
+                    out[i] = ended.gave_up
+                    rest = [t for t in ended.remaining if t in queue[i] or t == task]
+                    if ended.gave_up is None and rest:
+                        later[i] = rest
+            for i, talk in list(talks.items()):
+                if queue[i]:  # `turns` left some out: they still run, in order
+                    later[i] = queue[i]
+                talk.go(None)
+                talk.until()
+        finally:
+            for talk in talks.values():
+                talk.close()
+        for i, rest in later.items():
+            job = jobs[i]
+            if job.alone is not None:
+                job.alone()
+            out[i] = self.run(job.spec, job.path, job.workload.subset(rest), job.events)
+        return out
 
     @staticmethod
     def _where(phase: str, current: int | None, workload: Any) -> str:
         if current is not None:
             return f"during {workload.describe(current)}"
         return {"loading": "while loading", "warm-up": "during warm-up"}.get(phase, "between tasks")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model's share of a lockstep round (`Supervisor.run_together`)."""
+
+    spec: ModelSpec
+    path: str
+    workload: Any
+    events: Events
+    alone: Callable[[], None] | None = None  # told before its leftover tasks run outside lockstep
+
+
+class _Conversation:
+    """One worker process and what it has said so far, under the supervisor's rules. Paced, the
+    worker waits for `go` before each task."""
+
+    def __init__(self, sup: Supervisor, spec: ModelSpec, path: str, workload: Any, events: Events,
+                 paced: bool = False) -> None:
+        from harness.run.worker import worker_main
+
+        self.sup, self.spec, self.workload, self.events = sup, spec, workload, events
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=False)
+        # Pipe(duplex=False) is (reader, writer): the worker reads its pace, the supervisor writes.
+        pace_child, self.pace = ctx.Pipe(duplex=False) if paced else (None, None)
+        fd, self.crash_log = tempfile.mkstemp(prefix="vlm-harness-worker-", suffix=".log")
+        os.close(fd)
+        self.proc = ctx.Process(target=worker_main, args=(child, spec, path, workload, self.crash_log, pace_child),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        if pace_child is not None:
+            pace_child.close()
+        self.remaining = [task for task, _ in workload.items()]
+        self.phase = "loading"  # loading | warm-up | tasks
+        self.current: int | None = None
+        self.last = time.monotonic()
+        self.deadline = sup.rules.load_timeout_s
+
+    def go(self, task: int | None) -> None:
+        """Let a paced worker run its next task (None: no more tasks, finish)."""
+        if self.pace is not None:
+            try:
+                self.pace.send(task)
+            except OSError:  # it died: the next `until` names how
+                pass
+            self.last = time.monotonic()
+
+    def _fail_rest(self, error: str, tb: str = "") -> _Outcome:
+        self.events.failed(list(self.remaining), "error", error, tb)
+        return _Outcome([], retry=False, gave_up=GaveUp("error", error, tb))
+
+    def until(self, reached: Callable[[Any], bool] | None = None) -> _Outcome | None:
+        """Handle what the worker says until `reached(message)` (None back) or the conversation
+        ends (its outcome back): Done, a failed load, a death or a deadline."""
+        spec, events, say = self.spec, self.events, self.sup.say
+        rules = self.sup.rules
+        while True:
+            if self.conn.poll(0.1):
+                try:
+                    msg = self.conn.recv()
+                except (EOFError, OSError):
+                    msg = None
+                if msg is None:
+                    break
+                self.last = time.monotonic()
+                if isinstance(msg, Loaded):
+                    events.loaded(msg)
+                    self.phase, self.deadline = "warm-up", rules.task_timeout_s
+                elif isinstance(msg, LoadFailed):
+                    status = "skipped" if msg.skipped else "error"
+                    error = (msg.error if msg.skipped else
+                             f"{'load' if self.phase == 'loading' else 'warm-up'} failed: {msg.error}")
+                    say(f"{status}: {spec.name}: {error}")
+                    events.failed(list(self.remaining), status, error, msg.traceback)
+                    return _Outcome([], retry=False, gave_up=GaveUp(status, error, msg.traceback))
+                elif isinstance(msg, Ready):
+                    self.phase = "tasks"
+                elif isinstance(msg, Started):
+                    self.current = msg.task
+                    events.started(msg.task)
+                elif isinstance(msg, Finished):
+                    events.finished(msg)
+                    if msg.task in self.remaining:
+                        self.remaining.remove(msg.task)
+                    self.current = None
+                elif isinstance(msg, Done):
+                    return _Outcome(self.remaining, retry=False)
+                if reached is not None and reached(msg):
+                    return None
+            elif not self.proc.is_alive():
+                break
+            elif time.monotonic() - self.last > self.deadline:
+                self.proc.kill()
+                self.proc.join(timeout=5)
+                where = Supervisor._where(self.phase, self.current, self.workload)
+                error = f"timed out after {self.deadline:.0f} s {where}; raise --timeout if the model is just slow"
+                say(f"error: {spec.name}: {error}")
+                if self.current is None:  # loading or warm-up: it would time out again
+                    return self._fail_rest(error)
+                events.failed([self.current], "error", error)
+                self.remaining.remove(self.current)
+                return _Outcome(self.remaining, retry=True)
+        # The pipe closed or the process ended without saying Done: it died.
+        self.proc.join(timeout=5)
+        hint = exit_hint(self.proc.exitcode)
+        error = (f"worker process died ({signal_name(self.proc.exitcode)}) "
+                 f"{Supervisor._where(self.phase, self.current, self.workload)}" + (f": {hint}" if hint else ""))
+        tb = _read(self.crash_log)
+        say(f"error: {spec.name}: {error}")
+        if self.current is None:
+            # Before any task, or between tasks: loading and warm-up deaths recur at every
+            # start, so nothing is retried.
+            if self.phase != "tasks":
+                return self._fail_rest(error + "; not retried: it would recur at every start", tb)
+            return _Outcome(self.remaining, retry=True)
+        events.failed([self.current], "error", error, tb)
+        self.remaining.remove(self.current)
+        return _Outcome(self.remaining, retry=True)
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+        if self.pace is not None:
+            self.pace.close()
+        Path(self.crash_log).unlink(missing_ok=True)
 
 
 def _read(path: str, limit: int = 20_000) -> str:

@@ -7,8 +7,10 @@ Each stage is its own module; this one wires them together for one run directory
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,12 @@ from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
 from harness.results.store import ResultsStore
 from harness.run import response_cache
 from harness.run.batched import BatchedWorkload
-from harness.run.planning import Plan, Settings, Task, make_plan
+from harness.run.planning import Plan, Settings, Step, Task, make_plan, turns
 from harness.run.progress import Progress, say
 from harness.run.protocol import Finished, Loaded
 from harness.run.rows import load_columns, measurement_columns
 from harness.run.shards import Shard
-from harness.run.supervisor import GaveUp, Rules, Supervisor
+from harness.run.supervisor import GaveUp, Job, Rules, Supervisor
 from harness.suites import default_suites, load_suite
 
 
@@ -42,6 +44,8 @@ class _SuiteRows:
                  progress: Progress, position: int | None = None) -> None:
         self.tester, self.spec, self.path, self.progress = tester, spec, path, progress
         self.position = position
+        self.positions: dict[int, int] = {}  # lockstep: each task's place in its turn
+        self.lockstep = False
         self.tasks = {t.index: t for t in tasks}
         self.load: dict[str, Any] = {}
         self.cost = None
@@ -139,7 +143,8 @@ class _SuiteRows:
             "model_source": self.spec.source, "suite": task.suite.name, "suite_kind": task.suite.kind,
             "suite_hash": task.suite.hash, "benchmark": ",".join(task.suite.definition.benchmark) or None,
             "sample_id": s.id, "category": s.category, "repeat": task.repeat,
-            "round": task.round, "round_position": self.position,
+            "round": task.round, "round_position": self.positions.get(task.index, self.position),
+            "lockstep": self.lockstep if self.tester.settings.mode == "latency" else None,
             "prompt": s.prompt, "images": list(s.images), "answers": list(s.answers), "metric": s.metric,
             # Empty lists, not null: null marks a row from before these were stored (scoring.py).
             "keywords": list(s.keywords), "choices": list(s.choices), "turns": list(s.turns) or None,
@@ -181,6 +186,7 @@ class VLMTester:
         adapter: str | None = None,
         base_url: str = "",
         rounds: int | None = None,
+        lockstep: bool = True,
         mode: str = "latency",
         batch_size: int | None = None,
         concurrency: int = 4,
@@ -212,7 +218,7 @@ class VLMTester:
             shard = Shard.parse(shard)
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
                                  reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds,
-                                 mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
+                                 lockstep=lockstep, mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
                                  cache=cache, shard=shard)
         self.cache_path = cache_path
         self.cache: response_cache.ResponseCache | None = None
@@ -266,7 +272,7 @@ class VLMTester:
                        "limit": self.settings.limit, "max_tokens": self.settings.max_tokens,
                        "reuse_prefix": self.settings.reuse_prefix, "adapter": self.settings.adapter,
                        "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
-                       "mode": self.settings.mode,
+                       "lockstep": self.settings.lockstep, "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
                        "verify": self.settings.verify, "cache": self.settings.cache,
                        "shard": self.shard_label, "ray": self.ray,
@@ -309,23 +315,80 @@ class VLMTester:
         gave_up: dict[str, GaveUp] = {}
         self.cache = response_cache.ResponseCache(self.cache_path) if self.settings.cache else None
         try:
-            for step in plan.schedule():
-                name = step.model.name
-                if name in gave_up:  # it could not load or warm up: every start ends the same way
-                    why = gave_up[name]
-                    _SuiteRows(self, step.model, step.tasks, step.model.source, progress, step.position).failed(
-                        [t.index for t in step.tasks], why.status, why.error, why.traceback)
+            for _, group in itertools.groupby(plan.schedule(), key=lambda step: step.round):
+                steps = list(group)
+                if self._round_together(supervisor, steps, progress, warmup_of, gave_up):
                     continue
-                ended = self._run_model(supervisor, step.model, step.tasks, progress, step.position,
-                                        warmup_of.get(name))
-                if ended is not None:
-                    gave_up[name] = ended
+                for step in steps:
+                    name = step.model.name
+                    if name in gave_up:  # it could not load or warm up: every start ends the same way
+                        self._gave_up_rows(step, gave_up[name], progress)
+                        continue
+                    ended = self._run_model(supervisor, step.model, step.tasks, progress, step.position,
+                                            warmup_of.get(name))
+                    if ended is not None:
+                        gave_up[name] = ended
         finally:
             progress.close()
             if self.cache is not None:
                 self.cache.close()
             if isinstance(self.store, _Tee):
                 self.store = self.store.store
+
+    def _gave_up_rows(self, step: Step, why: GaveUp, progress: Progress) -> None:
+        _SuiteRows(self, step.model, step.tasks, step.model.source, progress, step.position).failed(
+            [t.index for t in step.tasks], why.status, why.error, why.traceback)
+
+    def _round_together(self, supervisor: Supervisor, steps: list[Step], progress: Progress,
+                        warmup_of: dict[str, Any], gave_up: dict[str, GaveUp]) -> bool:
+        """One round's models in lockstep (harness/run/planning.py `turns`); False, with nothing
+        run, where the round is measured one model after another instead: lockstep off, the
+        accuracy mode, one model, or models that do not fit in memory together."""
+        s = self.settings
+        live = [step for step in steps if step.model.name not in gave_up]
+        if not s.lockstep or s.mode != "latency" or len(live) < 2:
+            return False
+        paths = {}
+        for step in live:
+            try:
+                paths[step.model.name] = checkpoint_path(step.model, self.fixtures_root, say)
+            except Exception:  # the one-at-a-time path records why
+                return False
+        if not _fit_together(list(paths.values())):
+            if not getattr(self, "_said_apart", False):
+                say("lockstep off: the models do not fit in memory together; each round measures one model "
+                    "after another")
+                self._said_apart = True
+            return False
+        for step in steps:
+            if step.model.name in gave_up:
+                self._gave_up_rows(step, gave_up[step.model.name], progress)
+        jobs, rows = [], []
+        for step in live:
+            events = _SuiteRows(self, step.model, step.tasks, paths[step.model.name], progress, step.position)
+            events.lockstep = True
+            workload = SuiteWorkload(tuple((t.index, t.sample) for t in step.tasks), warmup=s.warmup,
+                                     reuse_prefix=s.reuse_prefix, warmup_sample=warmup_of.get(step.model.name))
+            jobs.append(Job(step.model, paths[step.model.name], workload, events,
+                            alone=lambda events=events: setattr(events, "lockstep", False)))
+            rows.append(events)
+        order = turns([len(step.tasks) for step in live])
+        taken = [0] * len(live)
+        for i, place in order:
+            rows[i].positions[live[i].tasks[taken[i]].index] = place
+            taken[i] += 1
+        progress.model(" + ".join(step.model.name for step in live))
+        ended = supervisor.run_together(jobs, [i for i, _ in order])
+        if ended is None:
+            say("lockstep off: a model was refused memory while the others were loaded; each round measures "
+                "one model after another")
+            self.settings = replace(s, lockstep=False)
+            return False
+        for step, why in zip(live, ended, strict=True):
+            if why is not None:
+                gave_up[step.model.name] = why
+            progress.model_done(step.model.name)
+        return True
 
     def _record_problems(self, plan: Plan) -> None:
         for p in plan.problems:
@@ -405,3 +468,18 @@ class VLMTester:
             if found is not None:
                 hits[t.index] = found
         return hits
+
+
+def _fit_together(paths: list[str]) -> bool:
+    """Whether the models' weights, held at once, leave room: each checkpoint's size on disk with
+    a quarter more for activations and caches, under what the machine has free now (the
+    worker's own memory check still guards each load)."""
+    import psutil
+
+    from harness.core.checkpoint import dir_size
+
+    try:
+        need = sum(dir_size(Path(p)) for p in paths) * 1.25
+    except OSError:
+        return False
+    return need < psutil.virtual_memory().available * 0.8

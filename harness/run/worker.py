@@ -23,7 +23,10 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
 
 
-def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, crash_log: str = "") -> None:
+def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, crash_log: str = "",
+                pace: Connection | None = None) -> None:
+    """Load, warm up, run the tasks. With `pace` (models measured in lockstep), each task waits
+    for the supervisor's go, and None instead ends the tasks early."""
     if crash_log:
         # A native crash (SIGSEGV, SIGFPE, SIGABRT) leaves no Python exception to send; the
         # supervisor reads this file so the error row still carries a stack.
@@ -56,6 +59,12 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, cra
 
     handoff_s = 0.0  # sending the previous result: the harness's cost, charged to the next task
     for task, item in workload.items():
+        if pace is not None:
+            try:
+                if pace.recv() is None:
+                    break
+            except (EOFError, OSError):  # the supervisor is gone: nothing to report to
+                break
         t0 = time.perf_counter()
         conn.send(Started(task))
         status, result, error, tb = "ok", None, "", ""

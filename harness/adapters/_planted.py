@@ -1,0 +1,65 @@
+"""A planted, known decode slowdown (test only: the mlx_vlm adapter's `planted_slowdown`), for
+checking that comparisons find real differences.
+
+It adds work, not waiting: after each token, a chain of matrix products sized to take the given
+fraction of a decode step is queued on the same MLX stream, behind the next token's own work, so
+each step does (1 + fraction) times the computation and keeps the device as busy as the model
+does. A sleep of the same length costs far more than its length on a shared CPU (the idle cores
+wake late: a 5 % sleep measured ×1.35–1.5 slower on a 2-core VM), so it could not plant 25 %.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+# One product: a vector through a 512 × 512 matrix (1 MB read, as a decode step reads weights),
+# tens of microseconds on a CPU core, so the chain's length sets the fraction finely.
+_SIDE = 512
+
+
+class Ballast:
+    def __init__(self, fraction: float) -> None:
+        import mlx.core as mx
+
+        self.fraction = fraction
+        self.reps = 0  # none until calibrated
+        self.calibrated = False
+        key = mx.random.key(0)
+        self._w = mx.random.normal((_SIDE, _SIDE), key=key) / _SIDE**0.5
+        self._x = mx.random.normal((1, _SIDE), key=key)
+        mx.eval(self._w, self._x)
+
+    def calibrate(self, probe: Callable[[], Sequence[float]]) -> None:
+        """Size the chain by measuring it: `probe()` runs one generation with the chain as it
+        stands and returns its token times. Work queued behind a token is hidden wherever the
+        device would have idled anyway (the host's own work between steps), so the chain is
+        lengthened until the median step is (1 + fraction) times the one without it."""
+        self.calibrated = True
+        base = _median_step(probe())
+        self.reps = 1
+        for _ in range(4):
+            extra = _median_step(probe()) - base
+            if not base or extra <= 0:
+                self.reps *= 4
+                continue
+            self.reps = max(1, min(self.reps * 8, round(self.reps * self.fraction * base / extra)))
+
+    def _chain(self, reps: int):
+        import mlx.core as mx
+
+        x = self._x
+        for _ in range(reps):
+            x = mx.tanh(x @ self._w)
+        return x
+
+    def after_token(self) -> None:
+        import mlx.core as mx
+
+        if self.reps:
+            mx.async_eval(self._chain(self.reps))
+
+
+def _median_step(token_times: Sequence[float]) -> float:
+    steps = [b - a for a, b in zip(token_times, token_times[1:], strict=False)]
+    return statistics.median(steps) if steps else 0.0
