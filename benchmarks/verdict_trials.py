@@ -6,7 +6,8 @@
   first token" verdict that names one twin alone over the other (16 questions in 8 trials). The
   4-bit fixture should lose "Fastest decode" every time.
 - planted: `twin-a` against `twin-slow`, the same checkpoint with the mlx_vlm adapter's test-only
-  `planted_slowdown = 0.25` (each decoded token takes 25 % longer). twin-slow must win no speed
+  `planted_slowdown = 0.25` (each decoded token also does a quarter of a step's work more;
+  harness/adapters/_planted.py); each trial prints what it measured. twin-slow must win no speed
   question, and twin-a must win "Fastest decode".
 
 Run: `python benchmarks/verdict_trials.py twins 8` or `... planted 20` (prints one line per trial and
@@ -65,6 +66,18 @@ def one_trial(models: list[Path], out: Path, run_id: str, limit: int = 8, extra:
     return verdicts_of(out / run_id / "report.md")
 
 
+def _paired_decode_ratio(run: Path, a: str, b: str) -> float:
+    """What the planted slowdown came to in one run: the geometric mean over samples of a's
+    decode rate over b's (the samples both answered, moments apart in lockstep)."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_parquet(run / "results.parquet")
+    ok = df[df["status"] == "ok"].pivot_table(index=["round", "suite", "sample_id"], columns="model",
+                                               values="decode_tps")
+    return float(np.exp(np.log(ok[a] / ok[b]).mean()))
+
+
 def twins(trials: int = 8, out: Path | None = None) -> dict:
     out = Path(out or tempfile.mkdtemp(prefix="twins-"))
     files = _write_models(out)
@@ -92,7 +105,9 @@ def planted(trials: int = 20, out: Path | None = None) -> dict:
         v = one_trial(pair, out, f"planted-{t}")
         slow_won += sum(o == "winner" and names == ["twin-slow"] for q, (o, names) in v.items() if q != "Least memory")
         fast_won_decode += int(v["Fastest decode"] == ("winner", ["twin-a"]))
-        lines.append(f"trial {t}: decode {v['Fastest decode']}, first token {v['Fastest first token']}")
+        planted_x = _paired_decode_ratio(out / f"planted-{t}", "twin-a", "twin-slow")
+        lines.append(f"trial {t}: decode {v['Fastest decode']}, first token {v['Fastest first token']}, "
+                     f"planted measured ×{planted_x:.2f}")
     return {"trials": trials, "slow_won_a_speed_question": slow_won, "fast_won_decode": fast_won_decode,
             "lines": lines, "out": str(out)}
 

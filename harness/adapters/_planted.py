@@ -13,9 +13,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
-# One product: a vector through a 512 × 512 matrix (1 MB read, as a decode step reads weights),
+# One product: a vector through a 256 × 256 matrix (256 KB read, as a decode step reads weights),
 # tens of microseconds on a CPU core, so the chain's length sets the fraction finely.
-_SIDE = 512
+_SIDE = 256
 
 
 class Ballast:
@@ -33,17 +33,24 @@ class Ballast:
     def calibrate(self, probe: Callable[[], Sequence[float]]) -> None:
         """Size the chain by measuring it: `probe()` runs one generation with the chain as it
         stands and returns its token times. Work queued behind a token is hidden wherever the
-        device would have idled anyway (the host's own work between steps), so the chain is
-        lengthened until the median step is (1 + fraction) times the one without it."""
+        device would have idled anyway (the host's own work between steps), so the chain is sized
+        on what it costs, not on what it computes: generations without and with it, back to back
+        so that the machine's drift falls on both, their median steps compared, the chain
+        rescaled, eight times; then the median of the last five sizes is kept."""
         self.calibrated = True
-        base = _median_step(probe())
         self.reps = 1
-        for _ in range(4):
+        sizes = []
+        for _ in range(8):
+            reps, self.reps = self.reps, 0
+            base = _median_step(probe())
+            self.reps = reps
             extra = _median_step(probe()) - base
-            if not base or extra <= 0:
-                self.reps *= 4
-                continue
-            self.reps = max(1, min(self.reps * 8, round(self.reps * self.fraction * base / extra)))
+            if base <= 0 or extra <= 0:
+                self.reps = min(self.reps * 2, 4096)
+            else:
+                self.reps = max(1, min(self.reps * 4, round(self.reps * self.fraction * base / extra), 4096))
+            sizes.append(self.reps)
+        self.reps = int(statistics.median(sizes[-5:]))
 
     def _chain(self, reps: int):
         import mlx.core as mx
