@@ -80,13 +80,21 @@ def test_turns_alternate_the_order_every_other_turn():
     assert turns([]) == [] and turns([0, 0]) == []
 
 
-def test_without_lockstep_each_model_measures_its_round_as_one_block(fixtures_root, tmp_path):
-    from harness.run.tester import VLMTester
+@pytest.mark.parametrize("why", ["--no-lockstep", "too big to hold together"])
+def test_without_lockstep_each_model_measures_its_round_as_one_block(fixtures_root, tmp_path, why, monkeypatch,
+                                                                     capsys):
+    from harness.run import tester as tester_module
 
-    tester = VLMTester(tmp_path, limit=2, progress=False, warmup=0, rounds=1, lockstep=False)
+    if why == "too big to hold together":  # as if each worker process took a petabyte
+        monkeypatch.setattr(tester_module, "WORKER_BYTES", 2**50)
+    tester = tester_module.VLMTester(tmp_path, limit=4, progress=False, warmup=0, rounds=2,
+                                     lockstep=why != "--no-lockstep")
     df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
     assert (df["status"] == "ok").all() and not df["lockstep"].any()
-    assert df.sort_values("recorded_at")["model"].tolist() == ["fixture-qwen2_5_vl"] * 2 + ["fixture-smolvlm"] * 2
+    assert df.sort_values("recorded_at")["model"].tolist() == (["fixture-qwen2_5_vl"] * 2 + ["fixture-smolvlm"] * 2
+                                                               + ["fixture-smolvlm"] * 2 + ["fixture-qwen2_5_vl"] * 2)
+    said = capsys.readouterr().err.count("lockstep off: the models do not fit in memory together")
+    assert said == (1 if why == "too big to hold together" else 0)  # said once, not per round
 
 
 def _rows(rates: dict[str, list[list[float]]], *, run: str = "r", peak: float = 2e9) -> pd.DataFrame:
