@@ -61,7 +61,8 @@ ACC_CAPTION = ("Accuracy in % with its 95 % interval [low–high] and the number
                "suites' intervals as independent errors. Random-weight fixtures and the reference canary are "
                "shown for completeness: their accuracy is no quality figure.")
 SPEED_CAPTION = ("Speed is measured in counterbalanced rounds: each round runs every model once, in a fresh process, "
-                 "in an order rotated each round. TTFT, Prefill, Decode and Per request: mean of the round means ± "
+                 "in an order rotated each round; in lockstep (the default when the models fit in memory together) "
+                 "the round's models answer each sample turn about. TTFT, Prefill, Decode and Per request: mean of the round means ± "
                  "half-width of their 95 % interval over rounds (Student t), the figure the verdicts pair; the tooltip "
                  "gives the requests' own spread, which says how much one request varies, not how sure a ranking is. "
                  "With one round the interval is within one run, over requests. Rounds: how many, and how far decode's "
