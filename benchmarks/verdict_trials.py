@@ -11,7 +11,7 @@
   question, and twin-a must win "Fastest decode".
 
 Run: `python benchmarks/verdict_trials.py twins 8` or `... planted 20` (prints one line per trial and
-the counts); `nox -s perf` runs both through benchmarks/test_verdicts.py.
+the counts; anything after the count goes to `vlm-harness run`, e.g. `planted 20 --repeats 4`); `nox -s perf` runs both through benchmarks/test_verdicts.py.
 """
 
 from __future__ import annotations
@@ -73,18 +73,18 @@ def _paired_decode_ratio(run: Path, a: str, b: str) -> float:
     import pandas as pd
 
     df = pd.read_parquet(run / "results.parquet")
-    ok = df[df["status"] == "ok"].pivot_table(index=["round", "suite", "sample_id"], columns="model",
+    ok = df[df["status"] == "ok"].pivot_table(index=["round", "suite", "sample_id", "repeat"], columns="model",
                                                values="decode_tps")
     return float(np.exp(np.log(ok[a] / ok[b]).mean()))
 
 
-def twins(trials: int = 8, out: Path | None = None) -> dict:
+def twins(trials: int = 8, out: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
     out = Path(out or tempfile.mkdtemp(prefix="twins-"))
     files = _write_models(out)
     false_winners, fixture_lost, lines = 0, 0, []
     for t in range(trials):
         pair = [files["twin-a"], files["twin-b"]] if t % 2 == 0 else [files["twin-b"], files["twin-a"]]
-        v = one_trial([*pair, Path("fixture-qwen2_5_vl-4bit")], out, f"twins-{t}")
+        v = one_trial([*pair, Path("fixture-qwen2_5_vl-4bit")], out, f"twins-{t}", extra=extra)
         for q in ("Fastest decode", "Fastest first token"):
             outcome, names = v[q]
             if outcome == "winner" and names[0] in ("twin-a", "twin-b"):
@@ -96,13 +96,13 @@ def twins(trials: int = 8, out: Path | None = None) -> dict:
             "fixture_lost_decode": fixture_lost, "lines": lines, "out": str(out)}
 
 
-def planted(trials: int = 20, out: Path | None = None) -> dict:
+def planted(trials: int = 20, out: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
     out = Path(out or tempfile.mkdtemp(prefix="planted-"))
     files = _write_models(out)
     slow_won, fast_won_decode, lines = 0, 0, []
     for t in range(trials):
         pair = [files["twin-a"], files["twin-slow"]] if t % 2 == 0 else [files["twin-slow"], files["twin-a"]]
-        v = one_trial(pair, out, f"planted-{t}")
+        v = one_trial(pair, out, f"planted-{t}", extra=extra)
         slow_won += sum(o == "winner" and names == ["twin-slow"] for q, (o, names) in v.items() if q != "Least memory")
         fast_won_decode += int(v["Fastest decode"] == ("winner", ["twin-a"]))
         planted_x = _paired_decode_ratio(out / f"planted-{t}", "twin-a", "twin-slow")
@@ -115,7 +115,8 @@ def planted(trials: int = 20, out: Path | None = None) -> dict:
 if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "twins"
     n = int(sys.argv[2]) if len(sys.argv) > 2 else (8 if kind == "twins" else 20)
-    result = (twins if kind == "twins" else planted)(n)
+    # Anything after the count goes to `vlm-harness run` as it is, e.g. `planted 20 --repeats 4`.
+    result = (twins if kind == "twins" else planted)(n, extra=tuple(sys.argv[3:]))
     for line in result.pop("lines"):
         print(line)
     print(json.dumps(result, indent=1))
