@@ -92,6 +92,21 @@ def test_every_seed_architecture_batches_with_the_same_answers(fixtures_root, ar
     assert [m.generated_tokens for m in batched] == [m.generated_tokens for m in alone]
 
 
+def test_llava_next_prompts_whose_embeddings_match_but_ids_differ_batch(fixtures_root):
+    """LLaVA-NeXT's embeddings are longer than its ids, and BatchGenerator pads both by the ids'
+    difference: two prompts of equally long embeddings but different ids (a 1024 px image and a
+    longer question) cannot be prefilled as one group."""
+    from harness.adapters.mlx_vlm import MlxVlmAdapter
+    from harness.models import resolve
+
+    adapter = MlxVlmAdapter(resolve("fixture-llava_next"), str(fixtures_root / "llava_next"))
+    adapter.load()
+    sizes = load_suite("synthetic-sizes", 8).samples
+    samples = [replace(s, max_tokens=4) for s in (sizes[0], sizes[7])]
+    batched = adapter.generate_batch(samples)
+    assert [m.text for m in batched] == [adapter.generate(s, s.max_tokens).text for s in samples]
+
+
 def test_a_second_accuracy_run_comes_from_the_cache_and_a_changed_setting_misses(fixtures_root, tmp_path):
     first = _runs(tmp_path, mode="accuracy", fixtures_root=fixtures_root).run([QWEN], ["synthetic-shapes"])
     assert (~first["cache_hit"]).all()

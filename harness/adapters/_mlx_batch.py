@@ -58,10 +58,16 @@ def _sampler(temperature: float, top_p: float) -> Any:
 
 def _signature(ids: Any, kwargs: dict[str, Any]) -> tuple:
     """The shapes of a row's prompt tensors, the prompt's length left out where a tensor runs
-    along it (those BatchGenerator pads)."""
+    along it (those BatchGenerator pads). Embeddings longer than the ids (LLaVA-NeXT's image
+    features) are padded by as much as the ids are, so there the ids' length stays in: two
+    prompts whose embeddings happen to be as long but whose ids are not cannot share a prefill."""
     length = int(ids.shape[1])
-    return tuple((k, tuple(-1 if i == 1 and d == length else int(d) for i, d in enumerate(v.shape)))
-                 for k, v in sorted(kwargs.items()) if hasattr(v, "shape"))
+    shapes = tuple((k, tuple(-1 if i == 1 and d == length else int(d) for i, d in enumerate(v.shape)))
+                   for k, v in sorted(kwargs.items()) if hasattr(v, "shape"))
+    embeds = kwargs.get("inputs_embeds")
+    if embeds is not None and int(embeds.shape[1]) != length:
+        shapes += (("input_ids", length),)
+    return shapes
 
 
 def _qwen_vision(model: Any, group: list[dict[str, Any]]) -> list[Any]:
