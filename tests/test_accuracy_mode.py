@@ -56,14 +56,12 @@ def test_batched_answers_equal_the_one_at_a_time_path_and_so_does_accuracy(both_
 def test_accuracy_rows_record_mode_batch_pass_and_fallbacks(both_paths):
     latency, accuracy = both_paths
     assert (latency["mode"] == "latency").all() and (accuracy["mode"] == "accuracy").all()
-    batched = accuracy[accuracy["suite"] == "synthetic-shapes"]
-    assert set(batched["batch_size"]) == {3, 1} or set(batched["batch_size"]) == {3}  # 4 samples: 3 + 1
-    assert batched["ttft_s"].isna().all() and batched["decode_tps"].isna().all()  # no per-request latency
-    alone = accuracy[accuracy["suite"] != "synthetic-shapes"]
-    assert (alone["batch_size"] == 1).all()
-    assert set(alone["batch_fallback"]) == {
-        "multi-turn: each turn needs the answer to the one before",
-        "several images: the batched path takes one image per sample"}
+    # 12 samples, the multi-turn and multi-image ones too: four batches of 3, none alone.
+    assert set(accuracy["batch_size"]) == {3} and accuracy["batch_fallback"].isna().all()
+    assert accuracy["ttft_s"].isna().all() and accuracy["decode_tps"].isna().all()  # no per-request latency
+    lat, acc = _by_sample(latency), _by_sample(accuracy)
+    turns = acc.loc["multi-turn", "turn_outputs"].map(list).tolist()
+    assert all(len(t) == 1 for t in turns) and turns == lat.loc["multi-turn", "turn_outputs"].map(list).tolist()
     assert accuracy["pass_s"].gt(0).all() and accuracy["pass_samples"].max() == len(accuracy)
     assert accuracy["pass_generated_tokens"].max() == accuracy["generated_tokens"].sum()
     # --verify 2: two batched answers generated alone as well, and found the same.
@@ -72,7 +70,7 @@ def test_accuracy_rows_record_mode_batch_pass_and_fallbacks(both_paths):
 
     p = pass_table(accuracy).iloc[0]
     assert p.samples == len(accuracy) and p.samples_per_s > 0 and p.tokens_per_s > 0 and p.checked == 2
-    assert p.alone == len(alone) and p.differs == 0
+    assert p.alone == 0 and p.differs == 0
 
 
 @pytest.mark.parametrize("arch", ["smolvlm", "llava_next", "phi3_v"])
@@ -90,6 +88,30 @@ def test_every_seed_architecture_batches_with_the_same_answers(fixtures_root, ar
     assert [m.text for m in batched] == [m.text for m in alone]
     assert all(m.batch_size == 4 for m in batched)
     assert [m.generated_tokens for m in batched] == [m.generated_tokens for m in alone]
+
+
+@pytest.mark.parametrize("arch", ["smolvlm", "llava_next", "phi3_v"])
+def test_multi_turn_and_multi_image_samples_batch_with_the_same_answers(fixtures_root, arch):
+    """A multi-turn sample's turns are batched round by round, each with the sample's own earlier
+    answers; several images go in one prompt. LLaVA-NeXT takes one image per prompt: its
+    multi-image samples stay alone, where the one-at-a-time path says it cannot take them."""
+    from harness.adapters.mlx_vlm import MlxVlmAdapter
+    from harness.models import resolve
+
+    adapter = MlxVlmAdapter(resolve(f"fixture-{arch}"), str(fixtures_root / arch))
+    adapter.load()
+    samples = [replace(s, max_tokens=6) for name in ("multi-turn", "multi-image", "natural")
+               for s in load_suite(name, 2).samples[:2]]
+    reasons = [adapter.batchable(s) for s in samples]
+    multi_image = [bool(s.images[1:]) for s in samples]
+    assert reasons == [("several images: llava_next takes one image per prompt" if arch == "llava_next" and m else "")
+                       for m in multi_image]
+    samples = [s for s, why in zip(samples, reasons, strict=True) if not why]
+    batched = adapter.generate_batch(samples)
+    alone = [adapter.generate(s, s.max_tokens) for s in samples]
+    assert [(m.text, m.turn_outputs, m.prompt_tokens, m.generated_tokens) for m in batched] == \
+        [(m.text, m.turn_outputs, m.prompt_tokens, m.generated_tokens) for m in alone]
+    assert [len(m.turn_outputs) for m in batched[:2]] == [1, 1]
 
 
 def test_llava_next_prompts_whose_embeddings_match_but_ids_differ_batch(fixtures_root):

@@ -349,11 +349,12 @@ class MlxVlmAdapter:
 
     # -- accuracy mode (harness/run/batched.py) -----------------------------------------------------
     def batchable(self, sample: Sample) -> str:
-        """Why `sample` must be generated alone ('' when it can join a batch)."""
-        if sample.turns:
-            return "multi-turn: each turn needs the answer to the one before"
-        if len(sample.images) > 1:
-            return "several images: the batched path takes one image per sample"
+        """Why `sample` must be generated alone ('' when it can join a batch). Several images and
+        several turns batch too (a turn's round waits for the one before, sample by sample);
+        only an architecture that takes one image per prompt keeps such samples alone, where the
+        one-at-a-time path says so."""
+        if len(sample.images) > 1 and self.arch in _SINGLE_IMAGE:
+            return f"several images: {self.arch} takes one image per prompt"
         return ""
 
     def batch_capacity(self, samples: list[Sample]) -> tuple[int, str]:
@@ -369,33 +370,52 @@ class MlxVlmAdapter:
         return memory_safety.batch_size(self.config, context, size, cap)
 
     def generate_batch(self, samples: list[Sample], in_flight: int = 0) -> list[Measurement]:
-        """The answers to single-image, single-turn samples generated as one batch
-        (harness/adapters/_mlx_batch.py); raises when the model cannot take them together.
-        No per-request timings: the pass's throughput stands in for them."""
+        """The answers to `samples` generated as one batch (harness/adapters/_mlx_batch.py);
+        raises when the model cannot take them together. No per-request timings: the pass's
+        throughput stands in for them.
+
+        A multi-turn sample is answered turn by turn as `generate` answers it (its own earlier
+        answers, stripped, back as the assistant turns, the same max_tokens each turn): round k
+        of the batch generates every sample's turn k together, so the samples of a batch with
+        fewer turns are done after the first round."""
         import mlx.core as mx
         from mlx_vlm import apply_chat_template
 
         from harness.adapters import _mlx_batch
 
-        requests, records = [], []
+        loaded, records = [], []
         for s in samples:
             images, recs = load_images(s.images, self.spec.images)
-            prompt = apply_chat_template(self.processor, self.model.config, s.prompt, num_images=len(s.images))
-            requests.append(_mlx_batch.Request(prompt, tuple(images), s.max_tokens))
+            loaded.append(images)
             records.append(record_json(recs, self.spec.images))
         memory_safety.check_batch(self.spec.name, self.config,
-                                  [(s.prompt, [im.size for im in r.images], r.max_tokens) for s, r in zip(samples, requests, strict=True)])
+                                  [(" ".join((s.prompt, *s.turns)), [im.size for im in images], s.max_tokens)
+                                   for s, images in zip(samples, loaded, strict=True)])
         mx.reset_peak_memory()
         reset_peak_rss()
-        answers = _mlx_batch.generate(self.model, self.processor, requests, temperature=self.spec.temperature,
-                                      top_p=self.spec.top_p)
+        earlier: list[list[str]] = [[] for _ in samples]
+        final: dict[int, _mlx_batch.Answer] = {}
+        for turn in range(1 + max(len(s.turns) for s in samples)):
+            rows = [i for i, s in enumerate(samples) if len(s.turns) >= turn]
+            requests = [_mlx_batch.Request(
+                self._chat_prompt(samples[i], earlier[i]) if samples[i].turns else
+                apply_chat_template(self.processor, self.model.config, samples[i].prompt,
+                                    num_images=len(samples[i].images)),
+                tuple(loaded[i]), samples[i].max_tokens) for i in rows]
+            answers = _mlx_batch.generate(self.model, self.processor, requests, temperature=self.spec.temperature,
+                                          top_p=self.spec.top_p)
+            for i, a in zip(rows, answers, strict=True):
+                if turn < len(samples[i].turns):
+                    earlier[i].append(a.text.strip())
+                else:
+                    final[i] = a
         mx.synchronize()
         peak, rss = int(mx.get_peak_memory()), peak_rss_bytes()
         return [Measurement(text=a.text, prompt_tokens=a.prompt_tokens, generated_tokens=a.generated_tokens,
                             ttft_s=math.nan, prefill_tps=math.nan, decode_tps=math.nan, wall_s=math.nan,
                             peak_mlx_bytes=peak, peak_rss_bytes=rss, finish_reason=a.finish_reason,
-                            preprocessing=rec, batch_size=len(samples))
-                for a, rec in zip(answers, records, strict=True)]
+                            preprocessing=rec, batch_size=len(samples), turn_outputs=tuple(done))
+                for a, rec, done in zip((final[i] for i in range(len(samples))), records, earlier, strict=True)]
 
     def speed_test(self, kind: str, value: int, seed: int, directory: Path) -> dict[str, Any]:
         """One llama-bench-style measurement (`pp`, `tg` or `img`; harness/adapters/_mlx_sweeps.py)

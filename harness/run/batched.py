@@ -10,9 +10,10 @@ or a timeout during a batch costs the task that started it; a fresh worker takes
 - **Batch size**: `batch_size` when given, else the adapter's `batch_capacity` (the in-process MLX
   adapter: what the free memory holds, from the KV bytes per token; harness/memory_safety.py). An
   adapter that sends requests (openai) keeps `in_flight` requests at once instead.
-- **Alone**: a sample the adapter says cannot join a batch (several images, several turns), and
-  every sample of an adapter with no batched path, goes one at a time through `generate`, the
-  latency path, and its row says why (`batch_fallback`). A batch that fails is generated again one
+- **Alone**: a sample the adapter says cannot join a batch (the in-process MLX adapter: several
+  images on an architecture that takes one), and every sample of an adapter with no batched
+  path, goes one at a time through `generate`, the latency path, and its row says why
+  (`batch_fallback`). A batch that fails is generated again one
   sample at a time; if each then succeeds, the model cannot batch (its processor, say) and its
   remaining samples go alone; if a sample fails alone too, the failure was that sample's own.
   A batch refused by the memory check is halved until it fits.
