@@ -316,3 +316,21 @@ def test_same_shape_images_go_through_one_vision_call_and_others_alone(fixtures_
     assert calls == [1] * 5
     assert [m.text for m in batched] == [m.text for m in alone]
     assert [m.generated_tokens for m in batched] == [m.generated_tokens for m in alone]
+
+
+def test_the_batch_size_counts_every_turn_and_image_of_a_sample(monkeypatch):
+    """A multi-turn sample's last round holds all its turns and earlier answers, a multi-image
+    prompt all its images: the memory's batch size is chosen for that context, not the first turn's."""
+    from harness.adapters import mlx_vlm
+    from harness.measure import memory_safety
+    from harness.models import resolve
+
+    spec = resolve(QWEN)
+    adapter = mlx_vlm.MlxVlmAdapter(replace(spec, images=replace(spec.images, max_size=448)), "unused")
+    adapter.config = {}
+    asked: list[int] = []
+    monkeypatch.setattr(memory_safety, "batch_size", lambda config, context, size, cap: asked.append(context) or (1, ""))
+    one = Sample("s", "a", ("x.png",), "What colour is the shape?", ("red",), "c", "exact_match", 8)
+    for s in (one, replace(one, turns=("And what shape is it?",)), replace(one, images=("x.png", "y.png"))):
+        adapter.batch_capacity([s])
+    assert asked[1] >= asked[0] + 8 + 4 and asked[2] > asked[0] + 100  # 8 more tokens, a turn; an image

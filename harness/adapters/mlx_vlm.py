@@ -362,8 +362,9 @@ class MlxVlmAdapter:
         any of them can take: the image at the model's size limit, the prompt, max_tokens)."""
         side = self.spec.images.max_size or 0
         size = (side, side) if side else None
-        context = max((memory_safety.prompt_tokens(s.prompt, [size] if size else []) + s.max_tokens for s in samples),
-                      default=1)
+        # A multi-turn sample's last round holds every turn and every earlier answer.
+        context = max((memory_safety.prompt_tokens(" ".join((s.prompt, *s.turns)), [size] * len(s.images) if size else [])
+                       + s.max_tokens * (1 + len(s.turns)) for s in samples), default=1)
         # On a CPU the decode is compute-bound already at a few rows: larger batches only add
         # padding (72 fixture samples: 3.7-3.9 s of CPU in batches of 8 or 16, 3.9-4.3 s in 64s).
         cap = CPU_BATCH_CAP if _backend() == "cpu" else memory_safety.MAX_BATCH
@@ -389,7 +390,8 @@ class MlxVlmAdapter:
             loaded.append(images)
             records.append(record_json(recs, self.spec.images))
         memory_safety.check_batch(self.spec.name, self.config,
-                                  [(" ".join((s.prompt, *s.turns)), [im.size for im in images], s.max_tokens)
+                                  [(" ".join((s.prompt, *s.turns)), [im.size for im in images],
+                                    s.max_tokens * (1 + len(s.turns)))
                                    for s, images in zip(samples, loaded, strict=True)])
         mx.reset_peak_memory()
         reset_peak_rss()
