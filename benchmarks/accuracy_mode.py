@@ -12,7 +12,8 @@ Parts (each printed as a table, and all of it as JSON with --json FILE):
    rows' own pass clock (harness/throughput.py); for the latency mode the time from the first
    row's sample start (its recorded time less its wall_s, inputs_s and harness_s) to the last
    row's. The whole run's wall time, load and warm-up included, is shown beside it. Identical
-   answers: the share of samples whose output is the same on both paths.
+   answers: the share of samples whose output is the same on both paths. A model's ratio is its
+   latency pass's seconds over its accuracy pass's, on the same samples.
 2. **Cache**: the accuracy run again with the same cache (every answer a hit: no model loaded),
    against the first accuracy run's wall time; scores compared; then the same with another
    `--max-tokens`, which must miss.
@@ -87,7 +88,10 @@ def throughput(models: list[str], suites: list[str], limit: int, out: Path, cach
             "accuracy_pass_s": float(p.pass_s) if p is not None else float("nan"),
             "accuracy_samples_per_s": float(p.samples_per_s) if p is not None else float("nan"),
             "accuracy_tokens_per_s": float(p.tokens_per_s) if p is not None else float("nan"),
-            "speedup": (float(p.samples_per_s) / (n_lat / s_lat)) if p is not None and s_lat else float("nan"),
+            # The same samples' seconds, not the samples/s figures: a row the model cannot take
+            # (LLaVA-NeXT's multi-image samples, `unsupported` at once on both paths) counts
+            # in the latency run's samples but not in the accuracy pass's.
+            "speedup": s_lat / float(p.pass_s) if p is not None and p.pass_s else float("nan"),
             "latency_run_s": lat_wall, "accuracy_run_s": acc_wall,
             "identical": same, "compared": compared, "differ": differ,
             "batch_sizes": p.batch_sizes if p is not None else "", "fallbacks": fallbacks,
