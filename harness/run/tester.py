@@ -387,7 +387,7 @@ class VLMTester:
         for step, why in zip(live, ended, strict=True):
             if why is not None:
                 gave_up[step.model.name] = why
-            progress.model_done(step.model.name)
+        progress.model_done(f"round {live[0].round + 1}, {len(live)} models in lockstep")
         return True
 
     def _record_problems(self, plan: Plan) -> None:
