@@ -201,17 +201,6 @@ def compare_rounds(a: pd.Series, b: pd.Series, *, level: float = 0.95) -> Paired
     return ratio_interval(round_log_ratios(a, b), level=level)
 
 
-def compare_pairs(a: pd.Series, b: pd.Series, *, level: float = 0.95) -> Paired:
-    """a against b sample by sample, for models measured in lockstep (harness/run/planning.py):
-    both answers to a sample were taken moments apart, so the machine's drift — which between two
-    blocks of a round on a shared machine reaches tens of per cent — falls on both, and each
-    sample's pair is a replicate. `a` and `b` are indexed as for `round_log_ratios`; the interval
-    is Student-t over every pair both sides measured, n − 1 degrees of freedom."""
-    joined = pd.concat({"a": a, "b": b}, axis=1, join="inner")
-    joined = joined[(joined["a"] > 0) & (joined["b"] > 0)]
-    return ratio_interval(np.log(joined["a"].astype(float) / joined["b"].astype(float)).to_numpy(), level=level)
-
-
 def mcnemar_exact(worse: int, better: int) -> float:
     """One-sided exact McNemar test for paired 0/1 scores: the probability of at least `worse`
     right→wrong flips among the `worse + better` discordant pairs if a flip is as likely either

@@ -333,7 +333,7 @@ class SpeedStats:
     decode_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # sample_figures
     ttft_samples: pd.Series = field(default_factory=lambda: pd.Series([], dtype=float))  # ms
     machine: str = ""  # merged results of several machines: the machine these figures are from
-    lockstep: bool = False  # every request measured in lockstep: the verdicts may pair samples
+    lockstep: bool = False  # every request measured in lockstep: the verdicts say so
 
 
 def _col(g: pd.DataFrame, name: str) -> pd.Series:

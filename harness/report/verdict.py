@@ -9,9 +9,12 @@ Rules (the page prints them):
   sample's own cost drops out — with a 95 % Student-t interval over the rounds
   (harness.core.stats.compare_rounds, the gate's rule too). Drift between rounds falls on both and cancels. The leader wins only when
   that interval excludes no difference against every other model; the others tie with it.
-  Models measured in lockstep (the default: a round's models loaded together, their samples
-  alternated) are paired sample by sample instead, over every round (compare_pairs): both
-  answers to a sample were taken moments apart, so each pair is a replicate.
+  In lockstep (the default: a round's models loaded together, their samples alternated) each
+  sample's two answers were taken moments apart, so a round's median ratio carries little of the
+  machine's drift; the rounds stay the replicates all the same, because each round is a fresh
+  pair of worker processes and a process's own speed (where its memory landed, which core) is
+  shared by all its samples: pairing samples across rounds as if independent named false
+  winners (a 6 % first-token "win" between identical models over 64 pairs).
   Requests inside one round share that round's load, so they are not replicates: their spread
   is shown apart, as how much one request varies.
 - One round (one model, or --rounds 1): the run-to-run variation is unknown. The verdict is
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.core.stats import Paired, compare_pairs, compare_rounds, paired_ratio
+from harness.core.stats import Paired, compare_rounds, paired_ratio
 from harness.report.tables import FIXTURE, MODEL, REFERENCE, ROLE_LABEL, SpeedStats, fmt, pct
 
 MEMORY_TIE = 0.01
@@ -104,9 +107,9 @@ def _ci_entry(model: str, s: object, unit: str, rounds: int = 0) -> Entry:
 
 SPEED_RULE = ("Paired over rounds: the leader's round means against each other model's in the same rounds, 95 % "
               "Student-t interval of the ratio; a winner only when it excludes no difference, else a tie.")
-LOCKSTEP_RULE = ("Paired sample by sample (lockstep: both models answered each sample moments apart): the "
-                 "leader's requests against each other model's on the same samples, 95 % Student-t interval of "
-                 "the ratio; a winner only when it excludes no difference, else a tie.")
+LOCKSTEP_RULE = ("Paired over rounds, in lockstep (both models answered each sample moments apart): per round the "
+                 "median over samples of the leader's ratio to each other model, 95 % Student-t interval over the "
+                 "rounds; a winner only when it excludes no difference, else a tie.")
 ONE_ROUND_RULE = ("Provisional: one round — run-to-run variation unknown. Intervals are within one run (95 % "
                   "Student-t over requests); overlapping intervals tie.")
 PROVISIONAL = "provisional: one round — run-to-run variation unknown"
@@ -137,8 +140,7 @@ def _paired_pick(key: str, question: str, speed: Sequence[SpeedStats], attr: str
     for other in ranked[1:]:
         a, b = getattr(lead, samples_attr), getattr(other, samples_attr)
         # Oriented so that above 1 means the leader is better.
-        compare = compare_pairs if lead.lockstep and other.lockstep else compare_rounds
-        pairs[other.model] = compare(a, b, level=LEVEL) if higher else compare(b, a, level=LEVEL)
+        pairs[other.model] = compare_rounds(a, b, level=LEVEL) if higher else compare_rounds(b, a, level=LEVEL)
     if any(p.n < 2 for p in pairs.values()) or len(lead_rounds) < 2:
         v = _pick(key, question, entries, higher, unit, ONE_ROUND_RULE)
         return Verdict(v.key, v.question, v.outcome, v.winners, v.headline, v.margin, v.uncertainty, v.excluded,
@@ -147,7 +149,7 @@ def _paired_pick(key: str, question: str, speed: Sequence[SpeedStats], attr: str
     tied = [o for o in ranked[1:] if not pairs[o.model].decided]
     p2 = pairs[second.model]
     word = "faster" if key != "memory" else "lower"
-    paired_on = f"{p2.n} samples in lockstep" if lead.lockstep and second.lockstep else f"{p2.n} rounds"
+    paired_on = f"{p2.n} rounds in lockstep" if lead.lockstep and second.lockstep else f"{p2.n} rounds"
     rule = LOCKSTEP_RULE if lead.lockstep and second.lockstep else SPEED_RULE
     margin = (f"{lead.model} {word} than {second.model} by {100 * (p2.ratio - 1):.0f} % paired over {paired_on} "
               f"(95 % interval {100 * (p2.low - 1):+.0f} to {100 * (p2.high - 1):+.0f} %)")

@@ -17,8 +17,8 @@ Lockstep (the default where the round's models fit in memory together): inside a
 model's worker is loaded and warmed up in turn, then their samples alternate one by one, the
 order reversed every other turn (A B, B A, A B, ...; `turns`). On a shared machine speed drifts
 by tens of per cent from one second to the next; two models' answers to the same sample, taken
-a few hundred milliseconds apart, differ by what the models do, and each such pair is a
-replicate the verdicts can use (harness/core/stats.py `compare_pairs`).
+a few hundred milliseconds apart, differ mostly by what the models do, so a round's paired
+figure (harness/core/stats.py `compare_rounds`) is far steadier than two blocks' would be.
 """
 
 from __future__ import annotations
