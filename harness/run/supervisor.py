@@ -161,9 +161,10 @@ class Supervisor:
                     talk.close()
                     del talks[i]
                     out[i] = ended.gave_up
-                    rest = [t for t in ended.remaining if t in queue[i] or t == task]
-                    if ended.gave_up is None and rest:
-                        later[i] = rest
+                    # Tasks run in order: what it had not finished is exactly what was not yet
+                    # sent, and this task if it never started.
+                    if ended.gave_up is None and ended.remaining:
+                        later[i] = ended.remaining
             for i, talk in list(talks.items()):
                 if queue[i]:  # `turns` left some out: they still run, in order
                     later[i] = queue[i]

@@ -355,10 +355,9 @@ class VLMTester:
             except Exception:  # the one-at-a-time path records why
                 return False
         if not _fit_together(list(paths.values())):
-            if not getattr(self, "_said_apart", False):
-                say("lockstep off: the models do not fit in memory together; each round measures one model "
-                    "after another")
-                self._said_apart = True
+            say("lockstep off: the models do not fit in memory together; each round measures one model after "
+                "another")
+            self.settings = replace(s, lockstep=False)  # said once: later rounds hold the same models
             return False
         for step in steps:
             if step.model.name in gave_up:
