@@ -36,3 +36,27 @@ def test_import_time_is_measured_in_a_fresh_interpreter_once_mlx_is_loaded():
     import mlx.core  # noqa: F401  (already imported: an in-process timer would read ~0)
 
     assert environment.import_seconds() > 0.05
+
+
+def test_machine_id_is_the_same_in_every_process_where_no_network_card_is_read(monkeypatch):
+    # Seen on a GPU container with no /etc/machine-id and no readable card: uuid.getnode() made up
+    # a random number per worker process, each worker became a machine of its own, and the report
+    # compared no two models ("twin-b, the only model measured").
+    import random
+    import uuid
+
+    monkeypatch.delenv(environment.MACHINE_ID_ENV, raising=False)
+    real_read = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(FileNotFoundError(self))
+                        if "machine-id" in str(self) else real_read(self, *a, **k))
+    ids = set()
+    for _ in range(3):  # each a fresh process's made-up node: random, with the multicast bit set
+        monkeypatch.setattr(uuid, "getnode", lambda: random.getrandbits(48) | 1 << 40)
+        environment.machine_id.cache_clear()
+        ids.add(environment.machine_id())
+    environment.machine_id.cache_clear()
+    assert len(ids) == 1
+    # A real card's address (multicast bit clear) still names the machine.
+    monkeypatch.setattr(uuid, "getnode", lambda: 0x0242AC110002)
+    assert "0242ac110002" in environment._raw_machine_id()
+    environment.machine_id.cache_clear()

@@ -113,7 +113,15 @@ def _raw_machine_id() -> str:
             pass
     import uuid
 
-    return f"{uuid.getnode():012x}-{socket.gethostname()}"
+    node = uuid.getnode()
+    # Where no network card can be read (a container without one), getnode() makes up a random
+    # number in each process, with the multicast bit set (RFC 4122, section 4.5): every worker would
+    # then be a machine of its own, and a run's speed verdicts would compare no two models. The
+    # host name, CPU and core count stay the same from process to process; the memory size does not
+    # (a VM's balloon changes it).
+    if node >> 40 & 1:
+        return f"host-{socket.gethostname()}-{_cpu_name()}-{os.cpu_count()}"
+    return f"{node:012x}-{socket.gethostname()}"
 
 
 @cache
