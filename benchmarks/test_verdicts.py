@@ -15,23 +15,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 from verdict_trials import planted, twins  # noqa: E402
 
 
-@pytest.mark.benchmark(group="verdicts")
-def test_twins_rarely_get_a_winner(benchmark, bench_env, capsys):
-    result = benchmark.pedantic(twins, args=(8, bench_env / "twins"), rounds=1, iterations=1)
+def _trial(benchmark, capsys, fn, trials: int, where: Path, summary) -> dict:
+    result = benchmark.pedantic(fn, args=(trials, where), rounds=1, iterations=1)
     with capsys.disabled():
         print("\n" + "\n".join(result["lines"]))
-        print(f"false winners: {result['false_winners']} of {result['questions']} twin questions; "
-              f"the 4-bit fixture lost Fastest decode in {result['fixture_lost_decode']} of {result['trials']}")
+        print(summary(result))
+    return result
+
+
+@pytest.mark.benchmark(group="verdicts")
+def test_twins_rarely_get_a_winner(benchmark, bench_env, capsys):
+    result = _trial(benchmark, capsys, twins, 8, bench_env / "twins", lambda r: (
+        f"false winners: {r['false_winners']} of {r['questions']} twin questions; the 4-bit fixture lost "
+        f"Fastest decode in {r['fixture_lost_decode']} of {r['trials']}"))
     assert result["false_winners"] <= 1
     assert result["fixture_lost_decode"] == result["trials"]
 
 
 @pytest.mark.benchmark(group="verdicts")
 def test_a_planted_slowdown_is_found(benchmark, bench_env, capsys):
-    result = benchmark.pedantic(planted, args=(20, bench_env / "planted"), rounds=1, iterations=1)
-    with capsys.disabled():
-        print("\n" + "\n".join(result["lines"]))
-        print(f"planted 25 % slower decode: twin-a won Fastest decode in {result['fast_won_decode']} of "
-              f"{result['trials']}; twin-slow won a speed question {result['slow_won_a_speed_question']} times")
+    result = _trial(benchmark, capsys, planted, 20, bench_env / "planted", lambda r: (
+        f"planted 25 % slower decode: twin-a won Fastest decode in {r['fast_won_decode']} of {r['trials']}; "
+        f"twin-slow won a speed question {r['slow_won_a_speed_question']} times"))
     assert result["slow_won_a_speed_question"] == 0
     assert result["fast_won_decode"] >= 19

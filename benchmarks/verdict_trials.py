@@ -78,38 +78,42 @@ def _paired_decode_ratio(run: Path, a: str, b: str) -> float:
     return float(np.exp(np.log(ok[a] / ok[b]).mean()))
 
 
-def twins(trials: int = 8, out: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
-    out = Path(out or tempfile.mkdtemp(prefix="twins-"))
+def _trials(kind: str, first: str, second: str, others: list[Path], trials: int, out: Path | None,
+            extra: tuple[str, ...], judge) -> tuple[Path, list[dict]]:
+    """`trials` runs of `first` and `second` (their order swapped from trial to trial) and `others`;
+    judge(verdicts, run directory) gives each trial's tallies and its line."""
+    out = Path(out or tempfile.mkdtemp(prefix=f"{kind}-"))
     files = _write_models(out)
-    false_winners, fixture_lost, lines = 0, 0, []
+    results = []
     for t in range(trials):
-        pair = [files["twin-a"], files["twin-b"]] if t % 2 == 0 else [files["twin-b"], files["twin-a"]]
-        v = one_trial([*pair, Path("fixture-qwen2_5_vl-4bit")], out, f"twins-{t}", extra=extra)
-        for q in ("Fastest decode", "Fastest first token"):
-            outcome, names = v[q]
-            if outcome == "winner" and names[0] in ("twin-a", "twin-b"):
-                false_winners += 1
-        decode = v["Fastest decode"]
-        fixture_lost += int("fixture-qwen2_5_vl-4bit" not in decode[1])
-        lines.append(f"trial {t}: decode {decode}, first token {v['Fastest first token']}")
-    return {"trials": trials, "questions": 2 * trials, "false_winners": false_winners,
-            "fixture_lost_decode": fixture_lost, "lines": lines, "out": str(out)}
+        pair = [files[first], files[second]] if t % 2 == 0 else [files[second], files[first]]
+        v = one_trial([*pair, *others], out, f"{kind}-{t}", extra=extra)
+        tally, line = judge(v, out / f"{kind}-{t}")
+        results.append({**tally, "line": f"trial {t}: decode {v['Fastest decode']}, first token "
+                                         f"{v['Fastest first token']}{line}"})
+    return out, results
+
+
+def twins(trials: int = 8, out: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
+    def judge(v: dict, run: Path) -> tuple[dict, str]:
+        false = sum(v[q][0] == "winner" and v[q][1][0] in ("twin-a", "twin-b")
+                    for q in ("Fastest decode", "Fastest first token"))
+        return {"false": false, "lost": int("fixture-qwen2_5_vl-4bit" not in v["Fastest decode"][1])}, ""
+
+    out, r = _trials("twins", "twin-a", "twin-b", [Path("fixture-qwen2_5_vl-4bit")], trials, out, extra, judge)
+    return {"trials": trials, "questions": 2 * trials, "false_winners": sum(x["false"] for x in r),
+            "fixture_lost_decode": sum(x["lost"] for x in r), "lines": [x["line"] for x in r], "out": str(out)}
 
 
 def planted(trials: int = 20, out: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
-    out = Path(out or tempfile.mkdtemp(prefix="planted-"))
-    files = _write_models(out)
-    slow_won, fast_won_decode, lines = 0, 0, []
-    for t in range(trials):
-        pair = [files["twin-a"], files["twin-slow"]] if t % 2 == 0 else [files["twin-slow"], files["twin-a"]]
-        v = one_trial(pair, out, f"planted-{t}", extra=extra)
-        slow_won += sum(o == "winner" and names == ["twin-slow"] for q, (o, names) in v.items() if q != "Least memory")
-        fast_won_decode += int(v["Fastest decode"] == ("winner", ["twin-a"]))
-        planted_x = _paired_decode_ratio(out / f"planted-{t}", "twin-a", "twin-slow")
-        lines.append(f"trial {t}: decode {v['Fastest decode']}, first token {v['Fastest first token']}, "
-                     f"planted measured ×{planted_x:.2f}")
-    return {"trials": trials, "slow_won_a_speed_question": slow_won, "fast_won_decode": fast_won_decode,
-            "lines": lines, "out": str(out)}
+    def judge(v: dict, run: Path) -> tuple[dict, str]:
+        slow = sum(o == "winner" and names == ["twin-slow"] for q, (o, names) in v.items() if q != "Least memory")
+        return ({"slow": slow, "found": int(v["Fastest decode"] == ("winner", ["twin-a"]))},
+                f", planted measured ×{_paired_decode_ratio(run, 'twin-a', 'twin-slow'):.2f}")
+
+    out, r = _trials("planted", "twin-a", "twin-slow", [], trials, out, extra, judge)
+    return {"trials": trials, "slow_won_a_speed_question": sum(x["slow"] for x in r),
+            "fast_won_decode": sum(x["found"] for x in r), "lines": [x["line"] for x in r], "out": str(out)}
 
 
 if __name__ == "__main__":
