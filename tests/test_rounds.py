@@ -269,3 +269,23 @@ def test_in_lockstep_a_worker_with_no_tasks_left_waits_for_the_others(fixtures_r
         assert ended is not None and ended.remaining == [] and ended.gave_up is None  # then Done
     finally:
         talk.close()
+
+
+def test_a_planted_slowdown_adds_work_to_every_decode_interval_and_is_marked(fixtures_root, tmp_path):
+    import json
+
+    from harness.run.tester import VLMTester
+
+    files = []
+    for name, extra in (("twin-a", ""), ("twin-slow", "planted_slowdown = 0.25\n")):
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nsource = "fixture:qwen2_5_vl"\n{extra}')
+        files.append(str(tmp_path / f"{name}.toml"))
+    df = VLMTester(tmp_path / "runs", limit=6, progress=False, rounds=1).run(files, ["synthetic-shapes"])
+    assert (df["status"] == "ok").all() and df["lockstep"].all()
+    marks = {m: {json.loads(p).get("planted_slowdown") for p in g["preprocessing"]} for m, g in df.groupby("model")}
+    assert marks == {"twin-a": {None}, "twin-slow": {0.25}}  # marked only where planted
+    # Each interval after the first carries a chain (the first one's share rides on the second):
+    # the slowed model's intervals, pooled, are longer. A quarter more work is planted; the
+    # bound leaves room for a busy machine.
+    steps = {m: np.median(np.concatenate([np.asarray(x)[1:] for x in g["itl_s"]])) for m, g in df.groupby("model")}
+    assert steps["twin-slow"] > 1.05 * steps["twin-a"]

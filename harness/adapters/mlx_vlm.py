@@ -309,7 +309,7 @@ class MlxVlmAdapter:
                 if r.generation_tokens > seen:
                     seen = r.generation_tokens
                     if ballast is not None:
-                        ballast.after_token()
+                        ballast.after_token(seen)
                     times.append(now - t0)
                 last = r
         mx.synchronize()
