@@ -89,8 +89,10 @@ def _pick(key: str, question: str, entries: Sequence[Entry], higher: bool, unit:
     why = "too few samples to tell them apart" if unknown else "inside the spread"
     margin = (f"{lead.model} leads {second.model} by {fmt(diff)} {unit}{rel}" if not tied else
               f"{lead.model} is ahead of {second.model} by {fmt(diff)} {unit}{rel}, {why}")
-    unc = "; ".join(e.text if e.text.startswith(f"{e.model}: ") else f"{e.model}: {e.text}"
-                    for e in ranked[: max(2, len(tied) + 1)][:4])
+    # The figures of the models the verdict names: a model between them in the ranking that lost
+    # its comparison is not one of them.
+    shown = [lead, *tied] if tied else ranked[:2]
+    unc = "; ".join(e.text if e.text.startswith(f"{e.model}: ") else f"{e.model}: {e.text}" for e in shown[:4])
     if tied:
         names = (lead.model, *(e.model for e in tied))
         head = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -145,8 +147,10 @@ def _paired_pick(key: str, question: str, speed: Sequence[SpeedStats], attr: str
         v = _pick(key, question, entries, higher, unit, ONE_ROUND_RULE)
         return Verdict(v.key, v.question, v.outcome, v.winners, v.headline, v.margin, v.uncertainty, v.excluded,
                        PROVISIONAL)
-    second = ranked[1]
     tied = [o for o in ranked[1:] if not pairs[o.model].decided]
+    # The margin shown is against the model the verdict ties with (a better mean that lost its
+    # comparison does not make a tie), else against the runner-up.
+    second = tied[0] if tied else ranked[1]
     p2 = pairs[second.model]
     word = "faster" if key != "memory" else "lower"
     paired_on = f"{p2.n} rounds in lockstep" if lead.lockstep and second.lockstep else f"{p2.n} rounds"
@@ -154,9 +158,10 @@ def _paired_pick(key: str, question: str, speed: Sequence[SpeedStats], attr: str
     margin = (f"{lead.model} {word} than {second.model} by {100 * (p2.ratio - 1):.0f} % paired over {paired_on} "
               f"(95 % interval {100 * (p2.low - 1):+.0f} to {100 * (p2.high - 1):+.0f} %)")
     if tied:
-        margin += "; the interval includes no difference" if second in tied else ""
+        margin += "; the interval includes no difference"
     by_model = {e.model: e for e in entries}
-    unc = "; ".join(by_model[s.model].text for s in ranked[: max(2, len(tied) + 1)][:4])
+    shown = [lead, *tied] if tied else ranked[:2]  # as in _pick: the models the verdict names
+    unc = "; ".join(by_model[s.model].text for s in shown[:4])
     if tied:
         names = (lead.model, *(o.model for o in tied))
         head = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
