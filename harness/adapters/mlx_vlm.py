@@ -315,14 +315,8 @@ class MlxVlmAdapter:
         mx.synchronize()
         wall = time.perf_counter() - t0
         if ballast is not None and not ballast.calibrated:  # sized on the first generation: the warm-up
-            ballast.calibrate(lambda: self.generate(sample, max(max_tokens, 32)).token_times)
-            # The probes' longer answers leave MLX's buffer cache fuller than a plain warm-up
-            # does, and the planted model's first token came out about 1 % faster than its
-            # twin's (a winner in 4 of 20 trials of 48 pairs). End in a plain warm-up's state.
-            mx.clear_cache()
-            reps, ballast.reps = ballast.reps, 0
-            self.generate(sample, max_tokens)
-            ballast.reps = reps
+            ballast.calibrate(lambda: self.generate(sample, max(max_tokens, 32)).token_times,
+                              lambda: self.generate(sample, max_tokens))
         contended, state = monitor.stop()
         parts = split.parts(t0, times[0] if times else math.nan)
         n = last.generation_tokens if last else 0

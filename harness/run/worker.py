@@ -8,7 +8,6 @@ to the workload (harness/core/workloads.py): a suite sample, a speed test, ...
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import time
 import traceback
@@ -22,6 +21,15 @@ from harness.run.protocol import Done, Finished, Loaded, LoadFailed, Ready, Star
 def one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}".strip()
+
+
+def _word(pace: Connection) -> Any:
+    """The supervisor's next word in lockstep: a task to run, or None to finish (also when the
+    supervisor is gone: there is nothing to report to)."""
+    try:
+        return pace.recv()
+    except (EOFError, OSError):
+        return None
 
 
 def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, crash_log: str = "",
@@ -60,12 +68,8 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, cra
 
     handoff_s = 0.0  # sending the previous result: the harness's cost, charged to the next task
     for task, item in workload.items():
-        if pace is not None:
-            try:
-                if pace.recv() is None:
-                    break
-            except (EOFError, OSError):  # the supervisor is gone: nothing to report to
-                break
+        if pace is not None and _word(pace) is None:
+            break
         t0 = time.perf_counter()
         conn.send(Started(task))
         status, result, error, tb = "ok", None, "", ""
@@ -86,13 +90,12 @@ def worker_main(conn: Connection, spec: ModelSpec, path: str, workload: Any, cra
         conn.send(Finished(task, status, result, error, tb, harness_s))
         handoff_s = time.perf_counter() - t1
     else:
+        # In lockstep the other models are still answering: closing the model and ending the
+        # process now (freeing its memory, tearing down the interpreter) would run beside their
+        # last samples and slow them (measured: a round's last turn ran about 13 % slower, the
+        # worst samples 2x, with another process busy). Wait for the supervisor's word.
         if pace is not None:
-            # In lockstep the other models are still answering: closing the model and ending the
-            # process now (freeing its memory, tearing down the interpreter) would run beside their
-            # last samples and slow them (measured: a round's last turn ran about 13 % slower, the
-            # worst samples 2x, with another process busy). Wait for the supervisor's word.
-            with contextlib.suppress(EOFError, OSError):
-                pace.recv()
+            _word(pace)
     adapter.close()
     conn.send(Done())
     conn.close()
