@@ -7,7 +7,8 @@ the response cache, and concurrent requests to a real server.
 Parts (each printed as a table, and all of it as JSON with --json FILE):
 
 1. **Throughput**: each model on the suites, `--mode latency` (today's run: one request at a
-   time) and `--mode accuracy` (batched), cache off for the first, a fresh cache for the second.
+   time) and `--mode accuracy` (batched; on MLX's CPU backend a worker per core, each answering
+   its share of the samples at once), cache off for the first, a fresh cache for the second.
    A pass is the generating part of a run, load and warm-up excluded: for the accuracy mode the
    rows' own pass clock (harness/throughput.py); for the latency mode the time from the first
    row's sample start (its recorded time less its wall_s, inputs_s and harness_s) to the last
@@ -69,14 +70,14 @@ def _same(a: pd.DataFrame, b: pd.DataFrame) -> tuple[int, int, list[str]]:
 
 
 def throughput(models: list[str], suites: list[str], limit: int, out: Path, cache: Path, max_tokens: int | None,
-               batch_size: int | None) -> tuple[list[dict], dict, pd.DataFrame, float]:
+               batch_size: int | None, workers: int | None = None) -> tuple[list[dict], dict, pd.DataFrame, float]:
     common = {"out_dir": out, "limit": limit, "max_tokens": max_tokens}
     results = []
     acc_all, lat_all, acc_wall_total = [], [], 0.0
     for model in models:
         lat, lat_wall = _timed_run(models=[model], suites=suites, cache=False, **common)
         acc, acc_wall = _timed_run(models=[model], suites=suites, mode="accuracy", cache_path=cache,
-                                   batch_size=batch_size, **common)
+                                   batch_size=batch_size, workers=workers, **common)
         n_lat, s_lat = _latency_pass(lat)
         p = pass_table(acc)
         p = p.iloc[0] if not p.empty else None
@@ -94,6 +95,7 @@ def throughput(models: list[str], suites: list[str], limit: int, out: Path, cach
             "speedup": s_lat / float(p.pass_s) if p is not None and p.pass_s else float("nan"),
             "latency_run_s": lat_wall, "accuracy_run_s": acc_wall,
             "identical": same, "compared": compared, "differ": differ,
+            "workers": int(p.workers) if p is not None else 1,
             "batch_sizes": p.batch_sizes if p is not None else "", "fallbacks": fallbacks,
         })
         lat_all.append(lat)
@@ -129,7 +131,8 @@ def cache_figures(models: list[str], suites: list[str], limit: int, out: Path, c
             "changed_setting_rows": int(len(changed))}
 
 
-def server_figures(suites: list[str], limit: int, out: Path, in_flight: int, max_tokens: int | None) -> dict:
+def server_figures(suites: list[str], limit: int, out: Path, in_flight: int, max_tokens: int | None,
+                   log_dir: Path | None = None) -> dict:
     from harness.fixtures.build import build_arch, default_root
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -138,7 +141,7 @@ def server_figures(suites: list[str], limit: int, out: Path, in_flight: int, max
     root = default_root()
     build_arch("qwen2_5_vl", root)
     qwen = root / "qwen2_5_vl"
-    with tempfile.TemporaryDirectory() as logs, mlx_vlm_server(qwen, Path(logs)) as url:
+    with tempfile.TemporaryDirectory() as logs, mlx_vlm_server(qwen, log_dir or Path(logs)) as url:
         toml = out / "served-qwen.toml"
         toml.parent.mkdir(parents=True, exist_ok=True)
         toml.write_text(f'name = "served-qwen"\nsource = "{qwen}"\nadapter = "openai"\nbase_url = "{url}"\n'
@@ -198,8 +201,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--limit", type=int, default=8, help="samples per suite (default 8, as nox -s bench)")
     p.add_argument("--max-tokens", type=int, help="override every suite's limit")
     p.add_argument("--batch-size", type=int, help="accuracy mode's batch (default: from the free memory)")
+    p.add_argument("--workers", type=int, help="accuracy mode's workers per model (default: one per core on MLX's "
+                                                "CPU backend, one on a GPU)")
     p.add_argument("--in-flight", type=int, default=4, help="server part: requests in flight (default 4)")
     p.add_argument("--server-max-tokens", type=int, default=32, help="server part: tokens per answer (default 32)")
+    p.add_argument("--server-log", help="server part: keep mlx_vlm.server's log in this directory")
     p.add_argument("--skip", action="append", default=[], choices=("throughput", "cache", "server"))
     p.add_argument("--generate-loop", action="store_true", help="also time one mlx_vlm.generate per question")
     p.add_argument("--gpu-7b", action="store_true",
@@ -237,11 +243,11 @@ def main(argv: list[str] | None = None) -> dict:
     if "throughput" not in args.skip:
         print(f"throughput: {len(models)} model(s) × {len(suites)} suite(s), {limit} samples each", flush=True)
         per_model, overall, acc_first, acc_wall = throughput(models, suites, limit, out / "runs", cache, max_tokens,
-                                                             args.batch_size)
+                                                             args.batch_size, args.workers)
         report["throughput"] = {"per_model": per_model, "overall": overall}
         table = pd.DataFrame(per_model)[["model", "samples", "latency_samples_per_s", "accuracy_samples_per_s",
                                          "speedup", "accuracy_tokens_per_s", "latency_run_s", "accuracy_run_s",
-                                         "identical", "compared", "batch_sizes"]]
+                                         "identical", "compared", "workers", "batch_sizes"]]
         print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
         for r in per_model:
             if r["fallbacks"]:
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
               "hits", flush=True)
     if "server" not in args.skip:
         s = server_figures(args.suites or ["synthetic-shapes"], limit, out / "runs", args.in_flight,
-                           args.server_max_tokens)
+                           args.server_max_tokens, Path(args.server_log) if args.server_log else None)
         report["server"] = s
         print(f"server: mlx_vlm.server on the qwen fixture, {s['samples']} samples: one at a time "
               f"{s['one_at_a_time_samples_per_s']:.2f} samples/s, {s['in_flight']} in flight "

@@ -254,6 +254,7 @@ class _Counting(BaseHTTPRequestHandler):
         time.sleep(0.2)  # long enough that the client's requests overlap
         with srv.lock:
             srv.now -= 1
+            srv.total += 1
         text = body["messages"][0]["content"][0]["text"][:12]
         payload = {"choices": [{"index": 0, "message": {"content": text}, "finish_reason": "stop"}]}
         self.send_response(200)
@@ -268,7 +269,7 @@ def test_the_openai_adapter_keeps_the_requests_in_flight_bounded(tmp_path):
     from harness.run.batched import BatchedWorkload
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Counting)
-    srv.lock, srv.now, srv.most = threading.Lock(), 0, 0
+    srv.lock, srv.now, srv.most, srv.total = threading.Lock(), 0, 0, 0
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         spec = ModelSpec(name="m", source="m", adapter="openai",
@@ -329,8 +330,58 @@ def test_the_batch_size_counts_every_turn_and_image_of_a_sample(monkeypatch):
     adapter = mlx_vlm.MlxVlmAdapter(replace(spec, images=replace(spec.images, max_size=448)), "unused")
     adapter.config = {}
     asked: list[int] = []
-    monkeypatch.setattr(memory_safety, "batch_size", lambda config, context, size, cap: asked.append(context) or (1, ""))
+    monkeypatch.setattr(memory_safety, "batch_size", lambda config, context, size, cap, share=1.0: asked.append(context) or (1, ""))
     one = Sample("s", "a", ("x.png",), "What colour is the shape?", ("red",), "c", "exact_match", 8)
     for s in (one, replace(one, turns=("And what shape is it?",)), replace(one, images=("x.png", "y.png"))):
         adapter.batch_capacity([s])
     assert asked[1] >= asked[0] + 8 + 4 and asked[2] > asked[0] + 100  # 8 more tokens, a turn; an image
+
+
+def test_two_workers_answer_one_model_at_once_with_the_same_answers(both_paths, fixtures_root, tmp_path):
+    """--workers 2: the samples dealt to two worker processes that run side by side; the answers
+    are the one-at-a-time path's, and the pass counts the time they overlap once."""
+    from harness.judge.throughput import pass_table
+
+    latency, _ = both_paths
+    two = _runs(tmp_path, cache=False, mode="accuracy", batch_size=3, workers=2,
+                fixtures_root=fixtures_root).run([QWEN], SUITES)
+    assert (two["status"] == "ok").all(), two["error"]
+    assert (_by_sample(latency)["output"] == _by_sample(two)["output"]).all()
+    assert two["pass_worker"].value_counts().to_dict() == {1: 6, 2: 6}
+    # Each worker's own pass, as its last row says; together they covered less than their sum.
+    own = two.groupby("pass_worker")["pass_s"].max()
+    p = pass_table(two).iloc[0]
+    assert p.samples == 12 and p.pass_s < own.sum() * 0.95, (p.pass_s, own.to_dict())
+    assert p.pass_s >= own.max()
+
+
+def test_the_worker_count_follows_the_backend_the_cores_and_the_memory():
+    from harness.run.data_parallel import worker_count
+
+    cpu = {"one_thread": True, "backend": "cpu", "cores": 4, "fits": lambda n: True}
+    assert worker_count(None, samples=100, **cpu)[0] == 4
+    assert worker_count(None, samples=20, **cpu)[0] == 2  # at least 8 samples a worker
+    assert worker_count(None, samples=5, **cpu)[0] == 1
+    assert worker_count(None, samples=100, **{**cpu, "backend": "cuda"})[0] == 1
+    assert worker_count(None, samples=100, **{**cpu, "one_thread": False})[0] == 1
+    n, why = worker_count(None, samples=100, **{**cpu, "fits": lambda n: n <= 2})
+    assert n == 2 and "memory holds 2" in why
+    assert worker_count(3, samples=100, **{**cpu, "backend": "metal"})[0] == 3  # asked for: given
+    assert worker_count(3, samples=2, **cpu)[0] == 2  # never more workers than samples
+
+
+def test_passes_one_after_another_add_up_and_side_by_side_count_once():
+    from harness.judge.throughput import pass_table
+
+    t0 = pd.Timestamp("2026-01-01T00:00:00Z")
+
+    def rows(worker, start, seconds):
+        return [{"run_id": "r", "model": "m", "mode": "accuracy", "pass_worker": worker, "batch_size": 4,
+                 "batch_fallback": None, "cache_hit": False, "pass_samples": 4 * k, "pass_generated_tokens": 10 * k,
+                 "pass_s": seconds * k / 2, "recorded_at": t0 + pd.Timedelta(seconds=start + seconds * k / 2)}
+                for k in (1, 2)]
+
+    side = pd.DataFrame(rows(1, 0, 10) + rows(2, 1, 10))  # two workers, 1 s apart: 11 s of clock
+    assert pass_table(side).iloc[0].pass_s == pytest.approx(11) and pass_table(side).iloc[0].samples == 16
+    after = pd.DataFrame(rows(None, 0, 10) + rows(None, 20, 5))  # a restart: 10 s, then 5 s
+    assert pass_table(after).iloc[0].pass_s == pytest.approx(15)

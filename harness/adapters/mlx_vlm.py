@@ -113,6 +113,9 @@ def _mark_planted(record: str, slowdown: float) -> str:
 
 @ADAPTERS.register("mlx_vlm")
 class MlxVlmAdapter:
+    # MLX's CPU backend computes on one thread: the accuracy mode answers with a worker per core
+    # there (harness/run/data_parallel.py).
+    ONE_THREAD_ON_CPU = True
     # A test-only setting, off by default: each decoded token also queues this fraction of a decode
     # step's work (harness/adapters/_planted.py), so decode takes (1 + planted_slowdown) times as
     # long. It plants an honest, known slowdown for checking that comparisons find real
@@ -358,9 +361,10 @@ class MlxVlmAdapter:
             return f"several images: {self.arch} takes one image per prompt"
         return ""
 
-    def batch_capacity(self, samples: list[Sample]) -> tuple[int, str]:
-        """The batch size the free memory allows for these samples, and why (the largest context
-        any of them can take: the image at the model's size limit, the prompt, max_tokens)."""
+    def batch_capacity(self, samples: list[Sample], share: float = 1.0) -> tuple[int, str]:
+        """The batch size the free memory (or `share` of it) allows for these samples, and why
+        (the largest context any of them can take: the image at the model's size limit, the
+        prompt, max_tokens)."""
         side = self.spec.images.max_size or 0
         size = (side, side) if side else None
         # A multi-turn sample's last round holds every turn and every earlier answer.
@@ -369,7 +373,7 @@ class MlxVlmAdapter:
         # On a CPU the decode is compute-bound already at a few rows: larger batches only add
         # padding (72 fixture samples: 3.7-3.9 s of CPU in batches of 8 or 16, 3.9-4.3 s in 64s).
         cap = CPU_BATCH_CAP if _backend() == "cpu" else memory_safety.MAX_BATCH
-        return memory_safety.batch_size(self.config, context, size, cap)
+        return memory_safety.batch_size(self.config, context, size, cap, share)
 
     def generate_batch(self, samples: list[Sample], in_flight: int = 0) -> list[Measurement]:
         """The answers to `samples` generated as one batch (harness/adapters/_mlx_batch.py);

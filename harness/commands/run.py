@@ -45,6 +45,9 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--verify", type=int_in(0), default=0,
                    help="--mode accuracy: also generate this many batched samples per model one at a time and "
                         "report the answers that differ (default 0)")
+    r.add_argument("--workers", type=int_in(1, 256),
+                   help="--mode accuracy: worker processes answering one model's samples at once (default: one per "
+                        "core on MLX's CPU backend, which computes on one thread; one on a GPU)")
     r.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the response cache (temperature-0 answers kept by everything that "
                         "determines them; see README)")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
         adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, lockstep=args.lockstep, mode=args.mode, batch_size=args.batch_size,
-        concurrency=args.concurrency, verify=args.verify, cache=not args.no_cache, shard=shard, ray=args.ray,
+        concurrency=args.concurrency, verify=args.verify, workers=args.workers, cache=not args.no_cache, shard=shard, ray=args.ray,
         report=report,
     )
     if args.ray and shard:

@@ -144,6 +144,7 @@ class Measurement:
     pass_s: float | None = None
     pass_samples: int | None = None
     pass_generated_tokens: int | None = None
+    pass_worker: int | None = None  # which of the model's workers at once (1..N); None: the only one
     # The one-at-a-time path's answer to the same request, when the pass checked it (--verify).
     solo_text: str | None = None
 
@@ -152,4 +153,5 @@ class Measurement:
         return {"preprocess_s": self.preprocess_s, "vision_s": self.vision_s, "prefill_s": self.prefill_s,
                 "image_tokens": self.image_tokens, "contended": self.contended, "machine_state": self.machine_state,
                 "batch_size": self.batch_size, "batch_fallback": self.batch_fallback, "pass_s": self.pass_s,
-                "pass_samples": self.pass_samples, "pass_generated_tokens": self.pass_generated_tokens}
+                "pass_samples": self.pass_samples, "pass_generated_tokens": self.pass_generated_tokens,
+                "pass_worker": self.pass_worker}

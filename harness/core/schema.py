@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # v2: keywords, choices, metric_version and benchmark (scoring is a pure function of a stored row, so a
 # metric fix is a rescore), traceback, model_role, inputs_s, harness_s and parent_cpu_s.
 # v3: round and round_position (speed is measured in counterbalanced rounds; comparisons pair
@@ -22,6 +22,8 @@ SCHEMA_VERSION = 4
 # machine_id and node (results from many shards, machines and fleet nodes merge into one set).
 # v4: itl_s, each generation's inter-token latencies; lockstep (a round's models measured sample by sample,
 # alternating, so the verdicts can pair samples).
+# v5: pass_worker (the accuracy mode answers one model's samples with several workers at once on a
+# CPU; each worker's pass has its own clock).
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -122,6 +124,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
                              "finished (the pass's largest value spans the whole pass)"),
     ("pass_samples", pa.int32(), "accuracy mode: samples the pass had generated when this row's batch finished"),
     ("pass_generated_tokens", pa.int64(), "accuracy mode: tokens the pass had generated when this row's batch finished"),
+    ("pass_worker", pa.int32(), "accuracy mode: which of the model's workers answering at once generated this row "
+                                "(1..N, each with its own pass clock); null: one worker"),
     ("cache_hit", pa.bool_(), "the answer came from the response cache, not generated in this run"),
     ("answer_check", pa.string(), "same | differs: this answer against another path's for the same request "
                                   "(the one-at-a-time path's, or the cached one)"),

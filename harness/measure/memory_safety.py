@@ -255,13 +255,16 @@ def check_batch(name: str, config: dict[str, Any], requests: list[tuple[str, lis
 
 
 def batch_size(config: dict[str, Any], context_tokens: int, image_size: tuple[int, int] | None,
-               cap: int = MAX_BATCH) -> tuple[int, str]:
+               cap: int = MAX_BATCH, share: float = 1.0) -> tuple[int, str]:
     """The largest batch the memory now free can hold, at most `cap`, when every sample may
     need `context_tokens` of KV cache (prompt, image tokens and max_tokens: take the largest
-    sample's); with why, for the run's log."""
+    sample's); with why, for the run's log. `share`: the part of the free memory this process
+    may take (several workers of one model answering at once each take 1/N)."""
     if not enabled():
         return cap, f"the memory check is off: the cap of {cap}"
     budget, source = budget_bytes()
+    if share < 1.0:
+        budget, source = budget * share, f"{source}, a {share:.0%} share"
     per_sample = max(1, kv_bytes_per_token(config) * context_tokens)
     room = budget - activation_bytes(config, [image_size] if image_size else [])
     fits = max(1, int(room // per_sample))

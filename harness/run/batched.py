@@ -63,6 +63,10 @@ class BatchedWorkload:
     batch_size: int | None = None  # None: what the adapter says the memory holds
     in_flight: int = 4  # adapters that send requests: how many at once
     verify: int = 0  # batched samples per model also generated alone, to check the answers
+    # One of N workers answering the model's samples at once (harness/run/data_parallel.py):
+    # its number, stamped on its rows, and the share of the free memory its batches may take.
+    worker: int | None = None
+    memory_share: float = 1.0
     _state: _Pass = field(default_factory=_Pass, compare=False, repr=False)
 
     def items(self) -> Iterable[tuple[int, Sample]]:
@@ -103,7 +107,7 @@ class BatchedWorkload:
         if self._concurrent(adapter):
             st.size = self.batch_size or self.in_flight
         elif batchable:
-            st.size = self.batch_size or adapter.batch_capacity(batchable)[0]
+            st.size = self.batch_size or adapter.batch_capacity(batchable, share=self.memory_share)[0]
             if self.warmup and st.size > 1 and len(batchable) > 1:
                 # Batched decoding compiles kernels of its own shapes: warm those up too.
                 try:
@@ -175,7 +179,7 @@ class BatchedWorkload:
         st.tokens += sum(r.generated_tokens or 0 for r in ok)
         pass_s = time.perf_counter() - (st.t0 or time.perf_counter()) - st.paused
         return [replace(r, batch_size=size, batch_fallback=fallback or None, pass_s=pass_s, pass_samples=st.samples,
-                        pass_generated_tokens=st.tokens) if isinstance(r, Measurement) else r for r in results]
+                        pass_generated_tokens=st.tokens, pass_worker=self.worker) if isinstance(r, Measurement) else r for r in results]
 
     def _checked(self, adapter: Any, samples: list[Sample], results: list[Any]) -> list[Any]:
         """The first `verify` batched answers beside the one-at-a-time path's, off the pass's clock."""

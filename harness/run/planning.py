@@ -50,6 +50,7 @@ class Settings:
     batch_size: int | None = None  # None: what the free memory holds
     concurrency: int = 4  # requests in flight, for adapters that send requests
     verify: int = 0  # batched answers per model also generated alone, to check them
+    workers: int | None = None  # worker processes answering one model at once; None: one per core on MLX's CPU
     cache: bool = True  # read and write the response cache (harness/run/response_cache.py)
     shard: Shard | None = None  # measure only this part of the plan (harness/run/shards.py)
 

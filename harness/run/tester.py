@@ -26,7 +26,7 @@ from harness.measure.environment import machine_id
 from harness.models import ModelSpec, checkpoint_path
 from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
 from harness.results.store import ResultsStore
-from harness.run import response_cache
+from harness.run import data_parallel, response_cache
 from harness.run.batched import BatchedWorkload
 from harness.run.planning import Plan, Settings, Step, Task, make_plan, turns
 from harness.run.progress import Progress, say
@@ -191,6 +191,7 @@ class VLMTester:
         batch_size: int | None = None,
         concurrency: int = 4,
         verify: int = 0,
+        workers: int | None = None,
         cache: bool = True,
         cache_path: Path | None = None,
         shard: Shard | str | None = None,
@@ -202,7 +203,9 @@ class VLMTester:
     ) -> None:
         """`mode` "accuracy": answers at the machine's throughput (harness/run/batched.py), in
         batches of `batch_size` (default: what the free memory holds) or `concurrency` requests in
-        flight, `verify` answers per model checked against the one-at-a-time path. `cache`: reuse
+        flight, `verify` answers per model checked against the one-at-a-time path, by
+        `workers` processes at once (default: one per core on MLX's CPU backend;
+        harness/run/data_parallel.py). `cache`: reuse
         and keep temperature-0 answers (harness/run/response_cache.py; `cache_path` its file)."""
         from harness.core.paths import reports_dir
 
@@ -219,7 +222,7 @@ class VLMTester:
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
                                  reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds,
                                  lockstep=lockstep, mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
-                                 cache=cache, shard=shard)
+                                 workers=workers, cache=cache, shard=shard)
         self.cache_path = cache_path
         self.cache: response_cache.ResponseCache | None = None
         # The fleet node that measures (harness/run/fleet.py); rows of a local run leave it null.
@@ -274,7 +277,7 @@ class VLMTester:
                        "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
                        "lockstep": self.settings.lockstep, "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
-                       "verify": self.settings.verify, "cache": self.settings.cache,
+                       "verify": self.settings.verify, "workers": self.settings.workers, "cache": self.settings.cache,
                        "shard": self.shard_label, "ray": self.ray,
                        # The report the command renders after the rows: a run killed before it is
                        # written is continued by --resume (harness/results/rundir.py, latest_unfinished).
@@ -444,17 +447,38 @@ class VLMTester:
             hits = self._cache_hits(events, tasks)
             events.cached(hits)
             tasks = tuple(t for t in tasks if t.index not in hits)
-            workload: Any = BatchedWorkload(tuple((t.index, t.sample) for t in tasks), warmup=s.warmup,
-                                            batch_size=s.batch_size, in_flight=s.concurrency, verify=s.verify)
-        else:
+            if tasks:  # a model whose every answer was cached is not loaded at all
+                ended = self._answer(supervisor, spec, path, tasks, events)
+        elif tasks:
             workload = SuiteWorkload(tuple((t.index, t.sample) for t in tasks), warmup=s.warmup,
                                      reuse_prefix=s.reuse_prefix, warmup_sample=warmup_sample)
-        if tasks:  # a model whose every answer was cached is not loaded at all
             ended = supervisor.run(spec, path, workload, events)
         if s.mode == "accuracy":
             say(events.summary(len(tasks), len(hits)))
         progress.model_done(spec.name)
         return ended
+
+    def _answer(self, supervisor: Supervisor, spec: ModelSpec, path: str, tasks: tuple[Task, ...],
+                events: _SuiteRows) -> GaveUp | None:
+        """Accuracy mode: the model's tasks batched, by one worker or several at once."""
+        from harness.adapters import ADAPTERS
+        from harness.measure.environment import device
+
+        s = self.settings
+        n, why = data_parallel.worker_count(
+            s.workers, one_thread=getattr(ADAPTERS.get(spec.adapter), "ONE_THREAD_ON_CPU", False),
+            backend=device().backend, samples=len(tasks), fits=lambda n: _fit_together([path] * n))
+        parts = data_parallel.deal(tasks, n)
+        workloads = [BatchedWorkload(tuple((t.index, t.sample) for t in part), warmup=s.warmup,
+                                     batch_size=s.batch_size, in_flight=s.concurrency, verify=s.verify,
+                                     worker=k + 1 if len(parts) > 1 else None, memory_share=1 / len(parts))
+                     for k, part in enumerate(parts)]
+        if len(workloads) == 1:
+            return supervisor.run(spec, path, workloads[0], events)
+        say(f"{spec.name}: {len(workloads)} workers at once ({why})")
+        ended = data_parallel.run_parallel(lambda w, relay: Supervisor(self.rules, say=say).run(spec, path, w, relay),
+                                           workloads, events)
+        return next((e for e in ended if e is not None), None)
 
     def _cache_hits(self, events: _SuiteRows, tasks: tuple[Task, ...]) -> dict[int, dict[str, Any]]:
         """Accuracy mode: the tasks whose answers the response cache holds, by task index."""
