@@ -281,6 +281,11 @@ def test_the_openai_adapter_keeps_the_requests_in_flight_bounded(tmp_path):
         out = [work.run(adapter, s) for _, s in work.items()]
         assert [m.text for m in out] == [f"question {i}" for i in range(9)]  # in order
         assert srv.most == 3 and all(m.batch_size == 3 for m in out)
+        # Warmed up, the server first meets `in_flight` requests at once before the pass's clock.
+        srv.most = srv.total = 0
+        warm = BatchedWorkload(tuple(enumerate(samples)), warmup=1, in_flight=3)
+        warm.warm_up(adapter)
+        assert srv.total == 1 + 3 and srv.most == 3 and warm._state.t0 is None
     finally:
         srv.shutdown()
         srv.server_close()
