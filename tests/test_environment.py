@@ -60,3 +60,16 @@ def test_machine_id_is_the_same_in_every_process_where_no_network_card_is_read(m
     monkeypatch.setattr(uuid, "getnode", lambda: 0x0242AC110002)
     assert "0242ac110002" in environment._raw_machine_id()
     environment.machine_id.cache_clear()
+
+
+def test_rows_name_the_cores_the_process_may_use(monkeypatch):
+    """A worker started under taskset (or in a container's cpuset) says so in its rows."""
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    code = "from harness.measure.environment import collect; print(collect()['env_cpu_affinity'])"
+    pinned = subprocess.run(["taskset", "-c", str(cores[-1]), sys.executable, "-c", code], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert pinned == str(cores[-1])
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {8, 0, 2, 1, 5, 7})
+    assert environment.cpu_affinity() == "0-2,5,7-8"

@@ -23,7 +23,8 @@ SCHEMA_VERSION = 5
 # v4: itl_s, each generation's inter-token latencies; lockstep (a round's models measured sample by sample,
 # alternating, so the verdicts can pair samples).
 # v5: pass_worker (the accuracy mode answers one model's samples with several workers at once on a
-# CPU; each worker's pass has its own clock).
+# CPU; each worker's pass has its own clock); env_cpu_affinity (the cores the measuring process may
+# use: taskset or a container's cpuset changes CPU figures).
 # Older files are read through harness/results/migrations.py.
 
 STATUSES = ("ok", "error", "unsupported", "skipped")
@@ -148,6 +149,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("env_device", pa.string(), ""),
     ("env_metal", pa.bool_(), ""),
     ("env_blas", pa.string(), "BLAS libraries mapped into the measuring process"),
+    ("env_cpu_affinity", pa.string(), "the cores the measuring process may run on, e.g. 0-1 (taskset, a "
+                                      "container's cpuset): CPU figures depend on them"),
     ("env_host", pa.string(), ""),
     ("machine_id", pa.string(), "stable id of the machine that measured (harness/measure/environment.py): speed is grouped by it, "
                                 "never pooled across machines"),

@@ -237,6 +237,7 @@ def collect() -> dict[str, object]:
         "env_device": str(mx.default_device()),
         "env_metal": metal,
         "env_blas": _blas(),
+        "env_cpu_affinity": cpu_affinity(),
         "env_host": socket.gethostname(),
         "machine_id": machine_id(),
         "env_backend": dev.backend,
@@ -247,6 +248,20 @@ def collect() -> dict[str, object]:
         "harness_version": __version__,
         "harness_git": git_revision(),
     }
+
+
+def cpu_affinity() -> str:
+    """The cores this process may run on, as "0-1" or "1" ("" where the system cannot say)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return ""
+    spans, start = [], cores[0] if cores else None
+    for a, b in zip(cores, cores[1:] + [None], strict=True):
+        if b != a + 1:
+            spans.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ",".join(spans)
 
 
 def import_seconds(modules: tuple[str, ...] = ("mlx.core", "mlx_vlm")) -> float:
