@@ -357,7 +357,7 @@ def test_two_workers_answer_one_model_at_once_with_the_same_answers(both_paths, 
     own = two.groupby("pass_worker")["pass_s"].max()
     p = pass_table(two).iloc[0]
     assert p.samples == 12 and p.pass_s < own.sum() * 0.95, (p.pass_s, own.to_dict())
-    assert p.pass_s >= own.max()
+    assert p.pass_s >= own.max() - 1e-5  # rows keep their time to the microsecond
 
 
 def test_the_worker_count_follows_the_backend_the_cores_and_the_memory():
