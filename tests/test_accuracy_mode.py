@@ -390,3 +390,33 @@ def test_passes_one_after_another_add_up_and_side_by_side_count_once():
     assert pass_table(side).iloc[0].pass_s == pytest.approx(11) and pass_table(side).iloc[0].samples == 16
     after = pd.DataFrame(rows(None, 0, 10) + rows(None, 20, 5))  # a restart: 10 s, then 5 s
     assert pass_table(after).iloc[0].pass_s == pytest.approx(15)
+
+
+def test_an_interrupt_stops_every_worker_at_once_and_keeps_the_rows(fixtures_root, tmp_path):
+    """Ctrl-C while two workers answer: both worker processes end within moments (their
+    supervisors run in threads, which an interrupt does not reach by itself), and the rows
+    already stored stay."""
+    import psutil
+
+    from harness.results.store import ResultsStore
+
+    def interrupt(rows):  # Ctrl-C once the first row is on disk
+        if rows:
+            raise KeyboardInterrupt
+
+    tester = _runs(tmp_path, cache=False, mode="accuracy", batch_size=2, workers=2, limit=8,
+                   fixtures_root=fixtures_root, forward=interrupt)
+    t = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        tester.run([QWEN], ["synthetic-shapes", "synthetic-counting"])
+    assert time.monotonic() - t < 60
+    def workers():  # multiprocessing's resource tracker stays for the life of this process
+        return [p for p in psutil.Process().children() if p.is_running() and p.status() != "zombie"
+                and "multiprocessing.spawn" in " ".join(p.cmdline())]
+
+    deadline = time.monotonic() + 10
+    while workers() and time.monotonic() < deadline:  # killed, then reaped
+        time.sleep(0.2)
+    assert workers() == []
+    kept = ResultsStore(tester.run_dir).read()
+    assert len(kept) >= 1 and (kept["status"] == "ok").all()

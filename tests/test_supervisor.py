@@ -89,3 +89,46 @@ def test_one_place_starts_worker_processes():
     # Speed sweeps drive the adapter's public methods: no mlx_vlm import, no private helper.
     assert not re.search(r"^\s*(from|import) mlx_vlm", speed, flags=re.M)
     assert not re.search(r"import _\w+|(?<!self)\._\w+\(", speed)
+
+
+def test_a_cancelled_supervisor_kills_its_worker_mid_run(qwen_dir):
+    """Supervisors of workers answering at once run in threads, which Ctrl-C does not reach: their
+    caller's word (`cancelled`, polled while waiting) stops the run and kills the worker."""
+    import time
+
+    import psutil
+    import pytest
+
+    from harness.core.workloads import SuiteWorkload
+    from harness.models import resolve
+    from harness.run.supervisor import Cancelled, Supervisor
+    from harness.suites import load_suite
+
+    samples = load_suite("synthetic-shapes", 40).samples[:40]
+    started: list[int] = []
+
+    class Events:
+        def loaded(self, msg):
+            pass
+
+        def started(self, task):
+            started.append(task)
+
+        def finished(self, msg):
+            pass
+
+        def failed(self, tasks, status, error, traceback=""):
+            pass
+
+    def workers():
+        return [p for p in psutil.Process().children() if p.is_running() and p.status() != "zombie"
+                and "multiprocessing.spawn" in " ".join(p.cmdline())]
+
+    with pytest.raises(Cancelled):
+        Supervisor(cancelled=lambda: len(started) >= 2).run(
+            resolve("fixture-qwen2_5_vl"), str(qwen_dir), SuiteWorkload(tuple(enumerate(samples)), warmup=0), Events())
+    assert 2 <= len(started) < 10  # stopped at once, not after its 40 samples
+    deadline = time.monotonic() + 5
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert workers() == []

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from harness.run.supervisor import Cancelled
+
 # Fewer samples a worker than this and its load and warm-up cost more than the parallel pass saves.
 MIN_SAMPLES_PER_WORKER = 8
 
@@ -85,9 +87,12 @@ class _Relay:
         return post
 
 
-def run_parallel(run_one: Callable[[Any, Any], Any], workloads: Sequence[Any], events: Any) -> list[Any]:
-    """Each workload through `run_one(workload, events)` (a supervisor's `run`) in its own thread,
-    all at once; every event reaches `events` in this thread. Returns each run's result."""
+def run_parallel(run_one: Callable[[Any, Any, Callable[[], bool]], Any], workloads: Sequence[Any],
+                 events: Any) -> list[Any]:
+    """Each workload through `run_one(workload, events, stopped)` (a supervisor's `run`, polling
+    `stopped`) in its own thread, all at once; every event reaches `events` in this thread. On an
+    interrupt here every worker is stopped within a poll. Returns each run's result."""
+
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
     results: list[Any] = [None] * len(workloads)
@@ -96,8 +101,8 @@ def run_parallel(run_one: Callable[[Any, Any], Any], workloads: Sequence[Any], e
 
     def work(i: int, workload: Any) -> None:
         try:
-            results[i] = run_one(workload, _Relay(q, stop))
-        except _Stopped:
+            results[i] = run_one(workload, _Relay(q, stop), stop.is_set)
+        except (_Stopped, Cancelled):
             pass
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
@@ -117,9 +122,9 @@ def run_parallel(run_one: Callable[[Any, Any], Any], workloads: Sequence[Any], e
             else:
                 getattr(events, name)(*args)
     finally:
-        stop.set()  # on an interrupt, each thread's next event ends its worker
+        stop.set()  # on an interrupt, each thread's supervisor kills its worker at its next poll
         for t in threads:
-            t.join(timeout=10)
+            t.join(timeout=15)
     if errors:
         raise errors[0]
     return results

@@ -57,6 +57,10 @@ def exit_hint(code: int | None) -> str:
     return _SIGNAL_HINTS.get(signal_name(code), "")
 
 
+class Cancelled(Exception):
+    """The supervisor's caller stopped it (`Supervisor.cancelled`); its worker was killed."""
+
+
 @dataclass(frozen=True)
 class Rules:
     task_timeout_s: float = 600.0
@@ -96,6 +100,9 @@ class _Outcome:
 class Supervisor:
     rules: Rules = field(default_factory=Rules)
     say: Callable[[str], None] = lambda msg: None
+    # Polled while waiting on a worker: True stops it (its process killed) with Cancelled. A
+    # supervisor in another thread has no KeyboardInterrupt of its own (harness/run/data_parallel.py).
+    cancelled: Callable[[], bool] = lambda: False
 
     def run(self, spec: ModelSpec, path: str, workload: Any, events: Events) -> GaveUp | None:
         """Run every task of `workload` for one model; each ends in `finished` or `failed`.
@@ -244,6 +251,8 @@ class _Conversation:
         spec, events, say = self.spec, self.events, self.sup.say
         rules = self.sup.rules
         while True:
+            if self.sup.cancelled():
+                raise Cancelled(f"{spec.name}: stopped")  # the caller's `finally` closes the worker
             if self.conn.poll(0.1):
                 try:
                     msg = self.conn.recv()

@@ -476,8 +476,9 @@ class VLMTester:
         if len(workloads) == 1:
             return supervisor.run(spec, path, workloads[0], events)
         say(f"{spec.name}: {len(workloads)} workers at once ({why})")
-        ended = data_parallel.run_parallel(lambda w, relay: Supervisor(self.rules, say=say).run(spec, path, w, relay),
-                                           workloads, events)
+        ended = data_parallel.run_parallel(
+            lambda w, relay, stopped: Supervisor(self.rules, say=say, cancelled=stopped).run(spec, path, w, relay),
+            workloads, events)
         return next((e for e in ended if e is not None), None)
 
     def _cache_hits(self, events: _SuiteRows, tasks: tuple[Task, ...]) -> dict[int, dict[str, Any]]:
