@@ -68,23 +68,14 @@ def deal(items: Sequence[Any], n: int) -> list[tuple[Any, ...]]:
     return [tuple(items[k::n]) for k in range(n) if items[k::n]]
 
 
-class _Stopped(Exception):
-    """Raised in a worker's thread once the caller has stopped listening (an interrupt)."""
-
-
 class _Relay:
     """A supervisor's events, queued for the caller's thread."""
 
-    def __init__(self, q: queue.Queue, stop: threading.Event) -> None:
-        self.q, self.stop = q, stop
+    def __init__(self, q: queue.Queue) -> None:
+        self.q = q
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        def post(*args: Any) -> None:
-            if self.stop.is_set():
-                raise _Stopped  # the supervisor's own cleanup ends the worker process
-            self.q.put((name, args))
-
-        return post
+        return lambda *args: self.q.put((name, args))
 
 
 def run_parallel(run_one: Callable[[Any, Any, Callable[[], bool]], Any], workloads: Sequence[Any],
@@ -92,7 +83,6 @@ def run_parallel(run_one: Callable[[Any, Any, Callable[[], bool]], Any], workloa
     """Each workload through `run_one(workload, events, stopped)` (a supervisor's `run`, polling
     `stopped`) in its own thread, all at once; every event reaches `events` in this thread. On an
     interrupt here every worker is stopped within a poll. Returns each run's result."""
-
     q: queue.Queue = queue.Queue()
     stop = threading.Event()
     results: list[Any] = [None] * len(workloads)
@@ -101,8 +91,8 @@ def run_parallel(run_one: Callable[[Any, Any, Callable[[], bool]], Any], workloa
 
     def work(i: int, workload: Any) -> None:
         try:
-            results[i] = run_one(workload, _Relay(q, stop), stop.is_set)
-        except (_Stopped, Cancelled):
+            results[i] = run_one(workload, _Relay(q), stop.is_set)
+        except Cancelled:
             pass
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
