@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.run.fleet import FleetError
     from harness.suites import SuiteError
 
+    previous = _stop_on_sigterm()
     try:
         return args.fn(args)
     except (ModelError, SuiteError, SchemaMismatch, DamagedFile, RunLocked, UnknownNameError, FileNotFoundError,
@@ -44,9 +45,34 @@ def main(argv: list[str] | None = None) -> int:
         # go): one line naming the path and the reason. Rows already stored are in their parts.
         print(f"vlm-harness: error: {os_error_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("vlm-harness: interrupted; finished rows are saved, continue with --resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if previous is not None:  # main() called from Python (tests, a notebook): hand SIGTERM back
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken the way Ctrl-C is."""
+
+
+def _stop_on_sigterm() -> object:
+    """A CI runner cancelling a job, `timeout` or a container stop sends SIGTERM, whose default
+    ends Python at once: the supervisor's cleanup never ran, and worker processes went on answering
+    (and holding their memory) until their next message found no reader. Raised as an interrupt
+    instead, it takes Ctrl-C's path: every worker is stopped, finished rows stay, exit 143."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def os_error_line(e: OSError) -> str:

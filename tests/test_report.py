@@ -226,6 +226,7 @@ def test_run_card_reads_run_json_and_links_the_raw_files(results, tmp_path):
     facts = {text_of(k): text_of(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", card, re.S)}
     assert facts["Run id"] == plan["run_id"] and facts["Limit"] == str(plan["limit"])
     assert facts["Repeats"] == str(plan["repeats"]) and facts["Warmup"] == str(plan["warmup"])
+    assert facts["Rounds"] == str(plan["rounds"]) and facts["Rounds per sample"] == str(plan["rounds_per_sample"])
     assert facts["Command"] == "–" if "command" not in plan else facts["Command"] == plan["command"]
     assert facts["Max tokens"] == ("–" if plan.get("max_tokens") is None else str(plan["max_tokens"]))
     assert facts["Memory bandwidth"].endswith("GB/s") and facts["Chip or GPU"] and "Device(" not in facts["Chip or GPU"]

@@ -14,7 +14,7 @@ from harness.core.stats import describe, paired_ratio
 from harness.gate.compare import compare
 from harness.report.tables import speed_table
 from harness.report.verdict import PROVISIONAL, verdicts
-from harness.run.planning import DEFAULT_ROUNDS, Settings, make_plan, turns
+from harness.run.planning import DEFAULT_ROUNDS, ROUND_SAMPLES, Settings, make_plan, turns
 from harness.suites import load_suite
 
 
@@ -35,8 +35,9 @@ def test_paired_ratio_is_a_paired_t_test_on_log_ratios():
 
 def test_rounds_deal_the_samples_and_rotate_the_order():
     models = ["fixture-qwen2_5_vl", "fixture-smolvlm", "fixture-llava_next"]
-    plan = make_plan(models, ["synthetic-shapes"], Settings(limit=8), load_suite=load_suite)
-    assert plan.rounds == DEFAULT_ROUNDS == 4
+    plan = make_plan(models, ["synthetic-shapes"], Settings(limit=8, rounds=4, round_samples=0),
+                     load_suite=load_suite)
+    assert plan.rounds == 4 and plan.rounds_per_sample == 1
     steps = plan.schedule()
     assert len(steps) == 12  # every model once per round
     orders = [[s.model.name for s in steps if s.round == r] for r in range(4)]
@@ -50,20 +51,54 @@ def test_rounds_deal_the_samples_and_rotate_the_order():
     assert make_plan(models, ["synthetic-shapes"], Settings(limit=8, rounds=2), load_suite=load_suite).rounds == 2
 
 
+@pytest.mark.parametrize(("suites", "limit", "repeats", "visits"), [
+    (["synthetic-shapes", "synthetic-counting"], 8, 1, 5),  # 16 samples: 2-3 a round split; 5 visits, 13-14 a round
+    (["synthetic-shapes"], 8, 1, 6),  # 8: at most every round (8 a round)
+    (["synthetic-shapes"], 8, 2, 5),  # repetitions count: 16 a pass, as above
+    (["synthetic-shapes", "synthetic-counting"], 24, 1, 2),  # 48: 8 a round split, 16 in 2 visits
+    (["synthetic-shapes", "synthetic-counting", "synthetic-spatial"], 24, 1, 1),  # 72: 12 a round split
+])
+def test_a_small_run_measures_each_sample_in_several_rounds(suites, limit, repeats, visits):
+    """A round's paired figure is a median over its samples: a run whose split would leave a round
+    fewer than ROUND_SAMPLES a model measures each sample again in the rounds after its own, each
+    time in another round, with the visit in `repeat`; a large run is split as before."""
+    from collections import Counter
+
+    models = ["fixture-qwen2_5_vl", "fixture-smolvlm"]
+    plan = make_plan(models, suites, Settings(limit=limit, repeats=repeats), load_suite=load_suite)
+    assert plan.rounds == DEFAULT_ROUNDS == 6 and plan.rounds_per_sample == visits
+    for _, tasks in plan.models:
+        rounds_of: dict[tuple, set[int]] = {}
+        for t in tasks:
+            rounds_of.setdefault((t.suite.name, t.sample.id), set()).add(t.round)
+        assert all(len(r) == visits for r in rounds_of.values())  # a different round each visit
+        per_round = Counter(t.round for t in tasks)
+        assert len(per_round) == 6 and max(per_round.values()) - min(per_round.values()) <= repeats  # dealt evenly
+        assert min(per_round.values()) >= ROUND_SAMPLES or visits == plan.rounds
+        assert sorted(Counter((t.suite.name, t.sample.id, t.repeat) for t in tasks).values()) == [1] * len(tasks)
+    # the same sample, visit and repetition in the same round for every model: the verdicts pair them
+    keyed = [{(t.suite.name, t.sample.id, t.repeat): t.round for t in tasks} for _, tasks in plan.models]
+    assert keyed[0] == keyed[1]
+    assert make_plan(models[:1], suites, Settings(limit=limit), load_suite=load_suite).rounds_per_sample == 1
+    assert make_plan(models, suites, Settings(limit=limit, mode="accuracy"), load_suite=load_suite).rounds_per_sample == 1
+
+
 def test_a_run_measures_each_round_in_a_fresh_worker_in_rotated_order(fixtures_root, tmp_path):
     from harness.run.tester import VLMTester
 
-    tester = VLMTester(tmp_path, limit=8, progress=False, warmup=0)
+    # Two samples: each is measured in every round (a round holds both), as a small run does.
+    tester = VLMTester(tmp_path, limit=2, progress=False, warmup=0)
     df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
-    assert (df["status"] == "ok").all() and sorted(df["round"].unique()) == [0, 1, 2, 3]
+    assert (df["status"] == "ok").all() and sorted(df["round"].unique()) == list(range(6))
+    assert (df.groupby(["model", "sample_id"])["round"].nunique() == 6).all()
     first_in_round = df.sort_values("recorded_at").groupby("round")["model"].first()
-    assert first_in_round.tolist() == ["fixture-qwen2_5_vl", "fixture-smolvlm"] * 2  # A B, B A, A B, B A
+    assert first_in_round.tolist() == ["fixture-qwen2_5_vl", "fixture-smolvlm"] * 3  # A B, B A, ...
     positions = df.groupby(["round", "model"])["round_position"].first().unstack()
-    assert positions["fixture-qwen2_5_vl"].tolist() == [0, 1, 0, 1]
-    assert positions["fixture-smolvlm"].tolist() == [1, 0, 1, 0]
+    assert positions["fixture-qwen2_5_vl"].tolist() == [0, 1] * 3
+    assert positions["fixture-smolvlm"].tolist() == [1, 0] * 3
     # A fresh worker per model and round: each one loaded the model (a load time of its own).
     loads = df.groupby(["model", "round"])["load_s"].nunique()
-    assert (loads == 1).all() and len(loads) == 8
+    assert (loads == 1).all() and len(loads) == 12
     # Lockstep: inside a round the models answer sample by sample, turn about (A B, B A).
     assert df["lockstep"].all()
     for _, g in df.sort_values("recorded_at").groupby("round"):

@@ -165,3 +165,34 @@ def test_results_files_are_readable_like_their_neighbours(tmp_path):
     RunDir(plan).write_plan({"a": 1})
     assert json.loads((plan / "run.json").read_text()) == {"a": 1}
     assert pd.read_parquet(path).shape[0] == 2
+
+
+def test_sigterm_stops_the_run_and_its_workers_and_keeps_the_rows(fixtures_root, tmp_path):
+    """A CI runner cancels with SIGTERM: the run stops at once, as on Ctrl-C, its worker processes
+    with it (they used to go on answering until their next message found no reader), and the rows
+    finished so far stay for --resume."""
+    import signal
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "harness", "run", "-m", "fixture-qwen2_5_vl", "-s", "synthetic-shapes", "--limit",
+           "40", "--out", str(tmp_path), "--run-id", "t", "--no-progress", "--fixtures", str(fixtures_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / "t" / "parts"
+    deadline = time.monotonic() + 120
+    while not (parts.exists() and any(parts.iterdir())):  # a row is stored: a worker is answering
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-1500:] if proc.poll() else ""
+        time.sleep(0.05)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert workers  # the measuring process (and multiprocessing's resource tracker)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-1500:]
+    assert "interrupted" in err and "Traceback" not in err
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.cmdline()[-2:] for p in alive]
+    df = read_results(tmp_path / "t")
+    assert 1 <= (df["status"] == "ok").sum() < 40
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert (read_results(tmp_path / "t")["status"] == "ok").sum() == 40

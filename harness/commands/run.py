@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.commands import command, int_in, positive_float
+from harness.run.planning import DEFAULT_ROUNDS, ROUND_SAMPLES
 
 
 def configure(r: argparse.ArgumentParser) -> None:
@@ -17,8 +18,12 @@ def configure(r: argparse.ArgumentParser) -> None:
     r.add_argument("--repeats", type=int_in(1, 1000), default=1, help="measure each sample N times (default 1)")
     r.add_argument("--rounds", type=int_in(1, 100),
                    help="measure speed in N counterbalanced rounds: each round runs every model once, in a fresh "
-                        "worker, in an order rotated each round, on its share of the samples (default 4 with two or "
-                        "more models, 1 with one); verdicts pair the models' round means")
+                        f"worker, in an order rotated each round, on its share of the samples (default {DEFAULT_ROUNDS} with "
+                        "two or more models, 1 with one); verdicts pair the models' round means")
+    r.add_argument("--round-samples", type=int_in(0, 10000), default=ROUND_SAMPLES,
+                   help=f"with rounds, each round measures at least N samples a model: a smaller run measures each "
+                        f"sample in several rounds, up to every round, since a round's paired figure is a median over "
+                        f"its samples (default {ROUND_SAMPLES}; 0 splits the samples between the rounds)")
     r.add_argument("--no-lockstep", dest="lockstep", action="store_false",
                    help="measure each model's share of a round as one block, one model loaded at a time (the "
                         "default holds a round's models loaded together and alternates their samples, when they "
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, run_id=args.run_id, resume=args.resume, repeats=args.repeats, warmup=args.warmup,
         limit=args.limit, max_tokens=args.max_tokens, timeout_s=args.timeout, progress=not args.no_progress,
         fixtures_root=Path(args.fixtures) if args.fixtures else None, reuse_prefix=args.reuse_prefix,
-        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds, lockstep=args.lockstep, mode=args.mode, batch_size=args.batch_size,
+        adapter=args.adapter, base_url=args.base_url, rounds=args.rounds,
+        round_samples=args.round_samples, lockstep=args.lockstep, mode=args.mode, batch_size=args.batch_size,
         concurrency=args.concurrency, verify=args.verify, workers=args.workers, cache=not args.no_cache, shard=shard, ray=args.ray,
         report=report,
     )

@@ -19,7 +19,8 @@ import pandas as pd
 
 from harness.report.tables import fmt
 
-SETTINGS = ("run_id", "repeats", "warmup", "limit", "max_tokens", "reuse_prefix", "adapter", "timeout_s")
+SETTINGS = ("run_id", "rounds", "rounds_per_sample", "repeats", "warmup", "limit", "max_tokens", "reuse_prefix", "adapter",
+            "timeout_s")
 RAW_FILES = ("results.parquet", "accuracy.parquet", "run.json")
 
 

@@ -114,6 +114,7 @@ def measure_on_ray(tester: Any, models: list[str], suites: list[str], done: set[
     s = tester.settings
     options = {"repeats": s.repeats, "warmup": s.warmup, "limit": s.limit, "max_tokens": s.max_tokens,
                "reuse_prefix": s.reuse_prefix, "adapter": s.adapter, "base_url": s.base_url, "rounds": s.rounds,
+               "round_samples": s.round_samples,
                "lockstep": s.lockstep, "mode": s.mode, "batch_size": s.batch_size, "concurrency": s.concurrency,
                "verify": s.verify, "workers": s.workers, "cache": s.cache,
                "timeout_s": tester.rules.task_timeout_s, "max_restarts": tester.rules.max_restarts}

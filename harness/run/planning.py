@@ -11,7 +11,10 @@ fresh worker, in an order rotated by one from round to round (A B C, B C A, C A 
 that drifts during a run, and whatever the order of models does to them, so falls on every
 model alike, and each round gives every model a figure measured close in time to the others'
 (the unit the report's verdicts pair). Splitting rather than repeating keeps the total work that
-of one pass; what rounds add is one model load and warm-up per model and round.
+of one pass; what rounds add is one model load and warm-up per model and round. A small run is
+the exception: a round's paired figure is a median over its samples, and from a handful one slow
+answer moves it, so a run with fewer than `round_samples` samples a model per round measures each
+sample in several rounds (`rounds_per_sample`), up to every round.
 
 Lockstep (the default where the round's models fit in memory together): inside a round, every
 model's worker is loaded and warmed up in turn, then their samples alternate one by one, the
@@ -23,6 +26,7 @@ figure (harness/core/stats.py `compare_rounds`) is far steadier than two blocks'
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -30,6 +34,12 @@ from harness.core.records import Sample
 from harness.models import ModelError, ModelSpec, resolve, with_adapter
 from harness.run.shards import Shard
 from harness.suites import Suite, SuiteError
+
+# A round's paired figure is the median, over the samples both models answered in it, of their
+# ratio. With 4 a round (16 samples a model in 4 rounds) a 25 % slower decode was named in 14 of
+# 20 trials on a 2-core VM; with 12 a round, in 18 and 19 of 20 (benchmarks/verdict_trials.py
+# planted), and in more with six rounds (DEFAULT_ROUNDS).
+ROUND_SAMPLES = 12
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class Settings:
     adapter: str | None = None  # run every model through this adapter instead of its own
     base_url: str = ""
     rounds: int | None = None  # None: DEFAULT_ROUNDS with two or more models, else one
+    round_samples: int = ROUND_SAMPLES  # a round's least samples a model; fewer: samples recur across rounds (0: never)
     lockstep: bool = True  # a round's models held loaded together, their samples alternated (see `turns`)
     # Accuracy mode (harness/run/batched.py): answers at the machine's throughput, no per-request timing.
     mode: str = "latency"  # latency | accuracy
@@ -55,10 +66,13 @@ class Settings:
     shard: Shard | None = None  # measure only this part of the plan (harness/run/shards.py)
 
 
-# Four rounds: a paired comparison over rounds has 3 degrees of freedom (t = 3.18 at 95 %), and
-# with two models each takes every place in the order twice. Fewer leave the interval too wide to
-# name a real winner; more add a model load per model and round for little gain.
-DEFAULT_ROUNDS = 4
+# Six rounds: a paired comparison over rounds has rounds − 1 degrees of freedom, and its 95 % t
+# is 3.18 with four rounds, 2.57 with six, 2.36 with eight: at 12 samples a round, six find a 25 %
+# slower decode about 19 times in 20 where four find it 17-18 times (per-round spread 0.07-0.09 in
+# log ratio on a 2-core VM). Each round adds a model load and warm-up per model, so eight would
+# cost the bench (nine models) about 1.5 minutes more for little more. With two or three models
+# each takes every place in the order equally often.
+DEFAULT_ROUNDS = 6
 
 
 def rounds_for(settings: Settings, n_models: int) -> int:
@@ -67,6 +81,16 @@ def rounds_for(settings: Settings, n_models: int) -> int:
     if settings.rounds is not None:
         return max(1, int(settings.rounds))
     return DEFAULT_ROUNDS if n_models > 1 else 1
+
+
+def rounds_per_sample(settings: Settings, samples: int, rounds: int) -> int:
+    """In how many rounds each sample is measured (each time in a different round, the k-th
+    visit's `repeat` after the first's): 1, the samples split between the rounds, unless that
+    leaves a round fewer than `settings.round_samples` measurements a model; then enough for
+    that, at most every round."""
+    if rounds < 2 or settings.mode == "accuracy" or samples < 1 or settings.round_samples < 1:
+        return 1
+    return max(1, min(rounds, math.ceil(settings.round_samples * rounds / (samples * settings.repeats))))
 
 
 def turns(counts: list[int]) -> list[tuple[int, int]]:
@@ -115,6 +139,7 @@ class Plan:
     models: tuple[tuple[ModelSpec, tuple[Task, ...]], ...]
     problems: tuple[Problem, ...]
     rounds: int = 1
+    rounds_per_sample: int = 1
 
     @property
     def total(self) -> int:
@@ -152,6 +177,8 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
     planned = []
     index = 0
     rounds = rounds_for(settings, len(models))
+    per_model = sum(len(suite.samples[: settings.limit] if settings.limit else suite.samples) for suite in loaded)
+    visits = rounds_per_sample(settings, per_model, rounds)
     for name in models:
         try:
             spec = resolve(name)
@@ -173,11 +200,13 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
                 if settings.shard is not None and not settings.shard.contains(spec.name, suite.name, sample.id):
                     continue
                 limited = replace(sample, max_tokens=token_limit(settings, spec, sample))
-                for rep in range(settings.repeats):
-                    if (spec.name, suite.name, suite.hash, sample.id, rep) in done:
-                        continue
-                    # Repetitions of a sample stay in its round: their spread is request noise.
-                    tasks.append(Task(index, spec, suite, limited, rep, this_round))
-                    index += 1
+                for visit in range(visits):  # a small run: the sample again in the rounds after its own
+                    for rep in range(settings.repeats):
+                        repeat = visit * settings.repeats + rep
+                        if (spec.name, suite.name, suite.hash, sample.id, repeat) in done:
+                            continue
+                        # Repetitions of a sample stay in its round: their spread is request noise.
+                        tasks.append(Task(index, spec, suite, limited, repeat, (this_round + visit) % rounds))
+                        index += 1
         planned.append((spec, tuple(tasks)))
-    return Plan(tuple(planned), tuple(problems), rounds)
+    return Plan(tuple(planned), tuple(problems), rounds, visits)

@@ -28,7 +28,7 @@ from harness.results.rundir import RunDir, latest_unfinished, new_run_id, now
 from harness.results.store import ResultsStore
 from harness.run import data_parallel, response_cache
 from harness.run.batched import BatchedWorkload
-from harness.run.planning import Plan, Settings, Step, Task, make_plan, turns
+from harness.run.planning import ROUND_SAMPLES, Plan, Settings, Step, Task, make_plan, turns
 from harness.run.progress import Progress, say
 from harness.run.protocol import Finished, Loaded
 from harness.run.rows import load_columns, measurement_columns
@@ -186,6 +186,7 @@ class VLMTester:
         adapter: str | None = None,
         base_url: str = "",
         rounds: int | None = None,
+        round_samples: int = ROUND_SAMPLES,
         lockstep: bool = True,
         mode: str = "latency",
         batch_size: int | None = None,
@@ -221,6 +222,7 @@ class VLMTester:
             shard = Shard.parse(shard)
         self.settings = Settings(repeats=repeats, warmup=warmup, limit=limit, max_tokens=max_tokens,
                                  reuse_prefix=reuse_prefix, adapter=adapter, base_url=base_url, rounds=rounds,
+                                 round_samples=round_samples,
                                  lockstep=lockstep, mode=mode, batch_size=batch_size, concurrency=concurrency, verify=verify,
                                  workers=workers, cache=cache, shard=shard)
         self.cache_path = cache_path
@@ -275,6 +277,7 @@ class VLMTester:
                        "limit": self.settings.limit, "max_tokens": self.settings.max_tokens,
                        "reuse_prefix": self.settings.reuse_prefix, "adapter": self.settings.adapter,
                        "timeout_s": self.rules.task_timeout_s, "rounds": self.settings.rounds,
+                       "round_samples": self.settings.round_samples,
                        "lockstep": self.settings.lockstep, "mode": self.settings.mode,
                        "batch_size": self.settings.batch_size, "concurrency": self.settings.concurrency,
                        "verify": self.settings.verify, "workers": self.settings.workers, "cache": self.settings.cache,
@@ -310,7 +313,11 @@ class VLMTester:
         self._record_problems(plan)
         progress = Progress(plan.total, enabled=self.progress)
         supervisor = Supervisor(self.rules, say=say)
-        run.update_plan(rounds=plan.rounds)
+        run.update_plan(rounds=plan.rounds, rounds_per_sample=plan.rounds_per_sample)
+        if plan.rounds_per_sample > 1:
+            say(f"each sample is measured in {plan.rounds_per_sample} of the {plan.rounds} rounds: split, a round would "
+                f"hold fewer than {self.settings.round_samples} samples a model for its paired figure "
+                "(--round-samples 0 splits them)")
         # Every round of a model warms up on the same sample, the first of all its tasks.
         # (A sample refused when its suite was built cannot warm anything up.)
         warmup_of = {spec.name: next((t.sample for t in tasks if not t.sample.problem), None)
