@@ -122,7 +122,7 @@ def test_without_lockstep_each_model_measures_its_round_as_one_block(fixtures_ro
 
     if why == "too big to hold together":  # as if each worker process took a petabyte
         monkeypatch.setattr(tester_module, "WORKER_BYTES", 2**50)
-    tester = tester_module.VLMTester(tmp_path, limit=4, progress=False, warmup=0, rounds=2,
+    tester = tester_module.VLMTester(tmp_path, limit=4, progress=False, warmup=0, rounds=2, round_samples=0,
                                      lockstep=why != "--no-lockstep")
     df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm"], ["synthetic-shapes"])
     assert (df["status"] == "ok").all() and not df["lockstep"].any()
