@@ -145,7 +145,7 @@ def keep(shot: Path) -> None:
 @pytest.fixture(scope="module")
 def run(fixtures_root, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("browser-runs")
-    tester = VLMTester(out, limit=3, progress=False)
+    tester = VLMTester(out, limit=3, progress=False, round_samples=0)  # split: one row a sample
     tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm-4bit"], ["synthetic-shapes", "natural"])
     df = read_results(tester.run_dir)
     assert (df["status"] == "ok").sum() == 12

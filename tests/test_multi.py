@@ -38,7 +38,7 @@ def test_the_follow_up_prompt_carries_the_models_first_answer(qwen):
 
 @pytest.fixture(scope="module")
 def run(fixtures_root, tmp_path_factory):
-    tester = VLMTester(tmp_path_factory.mktemp("runs"), limit=3, progress=False)
+    tester = VLMTester(tmp_path_factory.mktemp("runs"), limit=3, progress=False, round_samples=0)
     return tester.run(["fixture-llava_next", "fixture-smolvlm-4bit"], ["multi-image", "multi-turn"])
 
 

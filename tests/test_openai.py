@@ -215,8 +215,8 @@ def test_bad_servers_become_error_rows_and_the_run_goes_on(bad_server, tmp_path,
         p = tmp_path / f"{name}.toml"
         p.write_text(f'name = "{name}"\nsource = "m"\nadapter = "openai"\nbase_url = "{url}"\ntimeout_s = 5\n')
         models.append(str(p))
-    df = VLMTester(tmp_path / "runs", limit=2, warmup=0, progress=False, fixtures_root=fixtures_root).run(
-        models, ["synthetic-shapes"])
+    df = VLMTester(tmp_path / "runs", limit=2, warmup=0, progress=False, fixtures_root=fixtures_root,
+                   round_samples=0).run(models, ["synthetic-shapes"])
     assert len(df) == 4 and (df["status"] == "error").all()
     assert df[df["model"] == "broken"]["error"].str.contains("HTTP 500").all()
     assert df[df["model"] == "down"]["error"].str.contains("load failed: ServerError: cannot reach").all()

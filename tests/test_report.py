@@ -51,14 +51,14 @@ def test_every_number_in_the_speed_table_is_recomputable_from_the_parquet(result
     page = render(read_results(results), tmp_path / "r.html").read_text()
     got = table_cells(page, "speed-table")
     df = pd.read_parquet(results)  # plain pandas, not the harness's reader
-    assert df["round"].nunique() == 4  # two models: counterbalanced rounds by default
+    assert df["round"].nunique() == 6  # two models: counterbalanced rounds by default
     for model, g in df[df["status"] == "ok"].groupby("model"):
         def mean_ci(col, scale=1.0, g=g):
             # Speed figures are over rounds: the mean of each round's requests, then a 95 %
             # Student-t interval over those round means.
             v = g.groupby("round")[col].mean().to_numpy() * scale
             s = describe(v)  # the one definition of a 95 % interval of a mean (Student t)
-            assert np.isclose(s.mean, v.mean()) and s.n == 4
+            assert np.isclose(s.mean, v.mean()) and s.n == 6
             return f"{_fmt(v.mean())} ± {_fmt((s.ci_high - s.ci_low) / 2, 2)}"
 
         assert got[(model, "decode_tps")] == mean_ci("decode_tps")
@@ -70,7 +70,7 @@ def test_every_number_in_the_speed_table_is_recomputable_from_the_parquet(result
         assert got[(model, "load_s")] == f"{_fmt(loads.mean())} ± {_fmt(loads.std(), 2)}"
         imports = g.drop_duplicates("round")["import_s"]
         assert got[(model, "import_s")] == f"{_fmt(imports.mean())} ± {_fmt(imports.std(), 2)}"
-        assert got[(model, "rounds")].startswith("4 · ")
+        assert got[(model, "rounds")].startswith("6 · ")
         assert got[(model, "peak_mlx")] == _fmt(g["peak_mlx_bytes"].max() / 1e6)  # MB: nothing reaches 1 GB
         assert got[(model, "n")] == f"{len(g)} / 0 / 0"
     assert "Memory and size in MB (decimal)" in page and "MiB" not in page and "GiB" not in page

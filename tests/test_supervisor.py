@@ -52,7 +52,7 @@ def _misbehaving(qwen_dir: Path, tmp_path: Path, mode: str) -> tuple[Path, Path]
 
 def test_a_crash_at_warm_up_is_tried_once_named_and_the_run_goes_on(fixtures_root, qwen_dir, tmp_path):
     ckpt, starts = _misbehaving(qwen_dir, tmp_path, "fpe")
-    df = VLMTester(tmp_path / "runs", limit=3, progress=False).run([str(ckpt), "fixture-qwen2_5_vl"],
+    df = VLMTester(tmp_path / "runs", limit=3, progress=False, round_samples=0).run([str(ckpt), "fixture-qwen2_5_vl"],
                                                                   ["synthetic-shapes"])
     bad = df[df["model"] == str(ckpt)]
     assert starts.read_text().count("start") == 1  # loaded once: a warm-up crash recurs, so no retry

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def run(fixtures_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    tester = VLMTester(out, limit=4, progress=False)
+    tester = VLMTester(out, limit=4, progress=False, round_samples=0)
     df = tester.run(["fixture-qwen2_5_vl", "fixture-smolvlm-4bit", "fixture-nope"], ["synthetic-shapes", "natural"])
     return tester, df
 
@@ -138,7 +138,7 @@ def test_a_worker_killed_mid_sample_costs_that_sample_only(fixtures_root, qwen_d
     long_question = "Describe " + "the picture and " * 40 + "answer."
     _dataset(tmp_path, [q(0), q(1, question=long_question), q(2)])
     monkeypatch.setenv("VLM_HARNESS_ROOT", str(tmp_path))
-    df = VLMTester(tmp_path / "runs", progress=False).run([str(ckpt), "fixture-qwen2_5_vl"], ["mini"])
+    df = VLMTester(tmp_path / "runs", progress=False, round_samples=0).run([str(ckpt), "fixture-qwen2_5_vl"], ["mini"])
     crashy = df[df["model"] == str(ckpt)].set_index("sample_id")
     assert crashy.loc["q0", "status"] == "ok" and crashy.loc["q2", "status"] == "ok"
     assert crashy.loc["q1", "status"] == "error"
