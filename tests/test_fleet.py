@@ -90,7 +90,7 @@ def _wait_for_nodes(address: str, n: int, proc: subprocess.Popen, timeout: float
 
 def _run(address: str, out: Path, *extra: str) -> subprocess.Popen:
     args = [sys.executable, "-m", "harness", "run", "--ray", address, "--out", str(out), "--limit", str(LIMIT),
-            "--warmup", "0", "--no-progress", *[x for m in MODELS for x in ("-m", m)],
+            "--warmup", "0", "--round-samples", "0", "--no-progress", *[x for m in MODELS for x in ("-m", m)],
             *[x for s in SUITES for x in ("-s", s)], *extra]
     return subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -98,7 +98,7 @@ def _run(address: str, out: Path, *extra: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def local(fixtures_root, tmp_path_factory):
-    return VLMTester(tmp_path_factory.mktemp("local"), limit=LIMIT, warmup=0, progress=False).run(MODELS, SUITES)
+    return VLMTester(tmp_path_factory.mktemp("local"), limit=LIMIT, warmup=0, progress=False, round_samples=0).run(MODELS, SUITES)
 
 
 

@@ -34,7 +34,7 @@ def test_mlx_and_transformers_builds_side_by_side(hf_llava, fixtures_root, tmp_p
 
     toml = tmp_path / "llava-tf.toml"
     toml.write_text(f'name = "llava-tf"\nsource = "{hf_llava}"\nadapter = "transformers"\n')
-    df = VLMTester(tmp_path / "runs", limit=2, progress=False, fixtures_root=fixtures_root).run(
+    df = VLMTester(tmp_path / "runs", limit=2, progress=False, fixtures_root=fixtures_root, round_samples=0).run(
         ["fixture-llava_next", str(toml)], ["synthetic-shapes"])
     assert set(df["model"]) == {"fixture-llava_next", "llava-tf"}
     assert (df["status"] == "ok").all(), df[["model", "error"]]
