@@ -37,8 +37,8 @@ from harness.suites import Suite, SuiteError
 
 # A round's paired figure is the median, over the samples both models answered in it, of their
 # ratio. With 4 a round (16 samples a model in 4 rounds) a 25 % slower decode was named in 14 of
-# 20 trials on a 2-core VM; with 12 a round, in 18 and 19 of 20 (benchmarks/verdict_trials.py
-# planted), and in more with six rounds (DEFAULT_ROUNDS).
+# 20 trials on a 2-core VM; with 12 a round, in 18 and 19 of 20; with 13-14 a round in six rounds
+# (DEFAULT_ROUNDS), in 20 of 20 (benchmarks/verdict_trials.py planted).
 ROUND_SAMPLES = 12
 
 
@@ -67,9 +67,9 @@ class Settings:
 
 
 # Six rounds: a paired comparison over rounds has rounds − 1 degrees of freedom, and its 95 % t
-# is 3.18 with four rounds, 2.57 with six, 2.36 with eight: at 12 samples a round, six find a 25 %
-# slower decode about 19 times in 20 where four find it 17-18 times (per-round spread 0.07-0.09 in
-# log ratio on a 2-core VM). Each round adds a model load and warm-up per model, so eight would
+# is 3.18 with four rounds, 2.57 with six, 2.36 with eight: at 12-14 samples a round, six found a
+# 25 % slower decode in 20 trials of 20 where four found it in 18 and 19 (per-round spread
+# 0.07-0.09 in log ratio on a 2-core VM). Each round adds a model load and warm-up per model, so eight would
 # cost the bench (nine models) about 1.5 minutes more for little more. With two or three models
 # each takes every place in the order equally often.
 DEFAULT_ROUNDS = 6
@@ -177,8 +177,8 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
     planned = []
     index = 0
     rounds = rounds_for(settings, len(models))
-    per_model = sum(len(suite.samples[: settings.limit] if settings.limit else suite.samples) for suite in loaded)
-    visits = rounds_per_sample(settings, per_model, rounds)
+    chosen = [(suite, suite.samples[: settings.limit] if settings.limit else suite.samples) for suite in loaded]
+    visits = rounds_per_sample(settings, sum(len(samples) for _, samples in chosen), rounds)
     for name in models:
         try:
             spec = resolve(name)
@@ -189,8 +189,7 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
             continue
         tasks = []
         dealt = 0  # samples dealt to rounds so far, over all suites: rounds get equal shares
-        for suite in loaded:
-            samples = suite.samples[: settings.limit] if settings.limit else suite.samples
+        for suite, samples in chosen:
             if settings.reuse_prefix:  # questions on one image back to back, so its prefix can be reused
                 first: dict[tuple[str, ...], int] = {}
                 samples = sorted(samples, key=lambda s: first.setdefault(s.images, len(first)))
@@ -205,7 +204,7 @@ def make_plan(models: list[str], suites: list[str], settings: Settings, *, load_
                         repeat = visit * settings.repeats + rep
                         if (spec.name, suite.name, suite.hash, sample.id, repeat) in done:
                             continue
-                        # Repetitions of a sample stay in its round: their spread is request noise.
+                        # A visit's repetitions stay in its round: their spread is request noise.
                         tasks.append(Task(index, spec, suite, limited, repeat, (this_round + visit) % rounds))
                         index += 1
         planned.append((spec, tuple(tasks)))
